@@ -1,0 +1,7 @@
+"""python -m avfr.cli"""
+
+import sys
+
+from avfr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""``avfr-codec train``: train AVFR-GAN on prepared clips, resumable, within a wall-clock budget."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` to the ``avfr-codec`` parser."""
+    p = subparsers.add_parser(
+        "train",
+        help="train the AVFR-GAN model (resumable checkpoints, dev validation)",
+        description="Train the generator and discriminator on the train split and validate on the dev split "
+        "(L1, PSNR, SSIM, LMD). RUN_DIR receives log.csv, val.csv, ckpt-last.pt (exact resume), ckpt-best.pt "
+        "and weights-best.pt (best dev PSNR).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="DIR", type=Path,
+                     help="data folder with manifest.json (clips are prepared into the cache when missing)")
+    src.add_argument("--arrays", metavar="DIR", type=Path,
+                     help="a training bundle (avfr.codec.bundle) instead of --data, for a box without "
+                     "mediapipe or PyAV")
+    p.add_argument("--clips", metavar="ID,ID", default=None,
+                   help="with --data: only these clips (comma-separated ids), e.g. for a quick check")
+    p.add_argument("--config", default="small", help="model config name (default: small)")
+    p.add_argument("--out", metavar="RUN_DIR", type=Path, required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/ckpt-last.pt if it exists")
+    p.add_argument("--steps", type=int, default=None, help="total steps of the run (default: 20000)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: 4)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate of G and D (default: 2e-4)")
+    p.add_argument("--gan-warmup", type=int, default=None, metavar="STEPS",
+                   help="steps without the GAN terms (default: 2000)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--cache", metavar="DIR", type=Path, default=None,
+                   help="clip cache of --data (default: $XDG_CACHE_HOME/avfr-codec or ~/.cache/avfr-codec)")
+    p.add_argument("--time-limit-min", type=float, default=0.0, metavar="M",
+                   help="stop cleanly, checkpoint written, before M minutes of wall clock (0: no limit)")
+    p.add_argument("--checkpoint-min", type=float, default=None, metavar="M",
+                   help="checkpoint + validate every M minutes (default: 15)")
+    p.add_argument("--val-every", type=int, default=None, metavar="STEPS",
+                   help="also validate every N steps (default: only at checkpoints)")
+    p.add_argument("--val-frames", type=int, default=None, metavar="N",
+                   help="driving frames validated per dev clip (default: 16)")
+    p.add_argument("--no-audio", action="store_true", help="ablation: no audio encoders, silent mel")
+    p.add_argument("--no-priors", action="store_true", help="ablation: zero mesh and mask channels")
+    p.add_argument("--no-augment", action="store_true", help="no flip/colour/affine/Opus augmentation")
+    p.add_argument("--causal", action="store_true", help="past-only audio windows (latency mode)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast on CUDA (default: on; CPU always runs fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the generator loss (CUDA)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the run (default: 0)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+
+def _load_data(args: argparse.Namespace) -> tuple[list, list, dict | None, tuple[int, ...] | None]:
+    """(train clips, dev clips, Opus mels or None, their bitrates or None)."""
+    if args.arrays is not None:
+        from avfr.codec.bundle import load_bundle
+
+        train_clips, dev_clips, variants = load_bundle(args.arrays)
+        meta = json.loads((args.arrays / "bundle.json").read_text())
+        return train_clips, dev_clips, variants, tuple(int(b) for b in meta["opus_bitrates_bps"])
+    from avfr.codec.cache import discover_clips, load_clips, open_clip, prepare
+
+    if args.clips:
+        wanted = {c.strip() for c in args.clips.split(",") if c.strip()}
+        sources = [s for s in discover_clips(args.data) if s.clip_id in wanted]
+        unknown = wanted - {s.clip_id for s in sources}
+        if unknown:
+            raise ValueError(f"--clips: not in {args.data}: {', '.join(sorted(unknown))}")
+        summary = prepare(args.data, args.cache, sources=sources, progress=False)
+        clips = [open_clip(e) for e in summary.entries if not e.failed]
+    else:
+        clips = load_clips(args.data, args.cache, split=None)
+    train_clips = [c for c in clips if c.split in ("train", "")]
+    dev_clips = [c for c in clips if c.split == "dev"]
+    return train_clips, dev_clips, None, None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from avfr.cli import CliError
+    from avfr.codec.train import LAST_CKPT, TrainConfig, train
+    from avfr.codec.trainset import OPUS_BITRATES_BPS
+
+    overrides = {
+        "config": args.config, "batch_size": args.batch, "steps": args.steps, "lr": args.lr,
+        "lr_disc": args.lr, "gan_warmup_steps": args.gan_warmup, "device": args.device,
+        "time_limit_min": args.time_limit_min, "checkpoint_minutes": args.checkpoint_min,
+        "val_every": args.val_every, "val_max_per_clip": args.val_frames, "use_audio": not args.no_audio,
+        "use_priors": not args.no_priors, "augment": not args.no_augment, "causal": args.causal,
+        "amp": args.amp, "compile": args.compile, "num_threads": args.threads, "seed": args.seed,
+    }
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if not args.resume and (args.out / LAST_CKPT).exists():
+        raise CliError(f"{args.out / LAST_CKPT} exists: pass --resume to continue it, or another --out")
+    train_clips, dev_clips, opus_mels, bitrates = _load_data(args)
+    if not train_clips:
+        raise CliError("no training clips found")
+    print(f"training {cfg.config} on {len(train_clips)} clips "
+          f"({sum(c.num_frames for c in train_clips)} frames), validating on {len(dev_clips)} dev clips")
+    try:
+        summary = train(cfg, train_clips, dev_clips, args.out, resume=args.resume, progress=not args.quiet,
+                        opus_mels=opus_mels, opus_bitrates_bps=bitrates or OPUS_BITRATES_BPS)
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"step {summary.step} ({summary.steps_run} this run, stopped by {summary.stopped_by}) "
+          f"on {summary.device}: {summary.samples_per_s:.2f} samples/s, {summary.train_s:.1f} s training, "
+          f"{summary.wall_s:.1f} s wall in all")
+    if summary.losses:
+        print("losses: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.losses.items()))
+    if summary.val is not None:
+        v = summary.val
+        print(f"dev: L1 {v.l1:.4f}, PSNR {v.psnr_db:.2f} dB, SSIM {v.ssim:.3f}, LMD {v.lmd_px:.2f} px "
+              f"({v.num_frames} frames); best PSNR {summary.best_psnr_db:.2f} dB")
+    print(f"run directory: {args.out}")
+    return 0

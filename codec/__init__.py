@@ -1,0 +1,1 @@
+"""avfr.codec: data pipeline, AVFR-GAN networks, keypoint math, ONNX export and runtime."""

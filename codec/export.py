@@ -1,0 +1,229 @@
+"""ONNX export of the three inference graphs (legacy exporter, ``dynamo=False``, opset 17).
+
+Graphs (batch 1, static shapes, float32):
+
+- ``sender``: ``frame`` (1, 5, 256, 256) -> ``kp`` (1, K, 2), ``jac`` (1, K, 2, 2).
+  Runs on every captured frame at the sender.
+- ``receiver_source``: ``source`` (1, 5, 256, 256) -> ``kp_source``, ``jac_source``, ``src64``, ``src128``,
+  ``source_out``, ``feat64``, ``skip128``, ``skip256``. Runs once per source image; the receiver caches the
+  outputs.
+- ``receiver_frame``: the 8 cached tensors + ``kp_driving`` (1, K, 2) + ``jac_driving`` (1, K, 2, 2) +
+  ``mel`` (1, 1, 80, 19) -> ``frame`` (1, 3, 256, 256) in (0, 1). Runs per received frame.
+
+Relative motion (cross-identity) is *not* in the graphs: ``kp_driving`` / ``jac_driving`` are fed already
+adapted. The receiver applies :func:`avfr.codec.runtime.relative_motion` (numpy, the twin of
+:func:`avfr.codec.keypoints.relative_motion`) when the call asks for it; same-identity calls feed the
+sender's keypoints unchanged.
+
+Files are written as ``<name>-<graph>-<sha8>.onnx`` (sha8 = first 8 hex digits of the file's SHA-256) next to
+a ``<name>.json`` manifest listing the files, their full SHA-256, K and the model config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from avfr.codec.model import AvfrModel
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+MANIFEST_FORMAT = "avfr-onnx/1"
+
+SENDER_INPUTS = ("frame",)
+SENDER_OUTPUTS = ("kp", "jac")
+SOURCE_INPUTS = ("source",)
+SOURCE_OUTPUTS = ("kp_source", "jac_source", "src64", "src128", "source_out", "feat64", "skip128", "skip256")
+FRAME_INPUTS = (
+    "kp_source",
+    "jac_source",
+    "src64",
+    "src128",
+    "source_out",
+    "feat64",
+    "skip128",
+    "skip256",
+    "kp_driving",
+    "jac_driving",
+    "mel",
+)
+FRAME_OUTPUTS = ("frame",)
+
+
+class SenderGraph(nn.Module):
+    """frame (1, 5, 256, 256) -> kp (1, K, 2), jac (1, K, 2, 2)."""
+
+    def __init__(self, model: AvfrModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frame: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.detect(frame)
+
+
+class ReceiverSourceGraph(nn.Module):
+    """source (1, 5, 256, 256) -> the 8 cached source tensors (see ``AvfrModel.encode_source``)."""
+
+    def __init__(self, model: AvfrModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, source: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return self.model.encode_source(source)
+
+
+class ReceiverFrameGraph(nn.Module):
+    """8 cached source tensors + kp_driving + jac_driving + mel -> frame (1, 3, 256, 256) in (0, 1)."""
+
+    def __init__(self, model: AvfrModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        kp_source: Tensor,
+        jac_source: Tensor,
+        src64: Tensor,
+        src128: Tensor,
+        source: Tensor,
+        feat64: Tensor,
+        skip128: Tensor,
+        skip256: Tensor,
+        kp_driving: Tensor,
+        jac_driving: Tensor,
+        mel: Tensor,
+    ) -> Tensor:
+        image, _, _ = self.model.render(
+            kp_source,
+            jac_source,
+            src64,
+            src128,
+            source,
+            feat64,
+            skip128,
+            skip256,
+            kp_driving,
+            jac_driving,
+            mel,
+        )
+        return image
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """Paths (and SHA-256 hex digests) of one exported model."""
+
+    manifest: Path
+    sender: Path
+    receiver_source: Path
+    receiver_frame: Path
+    sha256: dict[str, str]
+
+
+def _export_bytes(
+    module: nn.Module, args: tuple[Tensor, ...], inputs: tuple[str, ...], outputs: tuple[str, ...]
+) -> bytes:
+    buf = io.BytesIO()
+    module = module.eval()  # the exporter restores the wrapper's mode afterwards, recursively
+    with torch.no_grad(), warnings.catch_warnings():
+        # the legacy tracer warns about static shapes / InstanceNorm; the graphs are static by design
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            module,
+            args,
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(inputs),
+            output_names=list(outputs),
+            do_constant_folding=True,
+        )
+    return buf.getvalue()
+
+
+def example_inputs(model: AvfrModel, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Deterministic example (source, driving, mel) for tracing and parity tests, batch 1.
+
+    Returns:
+        source (1, 5, 256, 256), driving (1, 5, 256, 256) in [0, 1], mel (1, 1, 80, 19) ~ log-mel range.
+    """
+    g = torch.Generator().manual_seed(seed)
+    size = model.config.image_size
+    base = torch.rand(1, 5, size // 16, size // 16, generator=g)
+    source = torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
+    noise = 0.05 * torch.randn(1, 5, size, size, generator=g)
+    driving = (source.roll(shifts=(6, -4), dims=(2, 3)) + noise).clamp(0, 1)
+    mel = torch.randn(1, 1, model.config.audio.n_mels, model.config.audio.n_frames, generator=g) * 2 - 6
+    return source, driving, mel
+
+
+def export_model(model: AvfrModel, out_dir: str | Path, name: str | None = None) -> ExportedModel:
+    """Export the three graphs of ``model`` (put in eval mode, on CPU) and write the manifest.
+
+    Args:
+        model: the model (weights as loaded).
+        out_dir: output folder (created).
+        name: file prefix (default: the config name).
+
+    Returns:
+        :class:`ExportedModel` with the written paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = name or model.config.name
+    model = model.cpu().eval()
+    source, driving, mel = example_inputs(model)
+    with torch.no_grad():
+        kp_d, jac_d = model.detect(driving)
+        cache = model.encode_source(source)
+    graphs = {
+        "sender": _export_bytes(SenderGraph(model), (driving,), SENDER_INPUTS, SENDER_OUTPUTS),
+        "receiver_source": _export_bytes(
+            ReceiverSourceGraph(model), (source,), SOURCE_INPUTS, SOURCE_OUTPUTS
+        ),
+        "receiver_frame": _export_bytes(
+            ReceiverFrameGraph(model), (*cache, kp_d, jac_d, mel), FRAME_INPUTS, FRAME_OUTPUTS
+        ),
+    }
+    paths: dict[str, Path] = {}
+    digests: dict[str, str] = {}
+    for graph, data in graphs.items():
+        digest = hashlib.sha256(data).hexdigest()
+        path = out / f"{name}-{graph}-{digest[:8]}.onnx"
+        path.write_bytes(data)
+        paths[graph] = path
+        digests[graph] = digest
+        logger.info("exported %s (%d bytes)", path, len(data))
+    manifest = out / f"{name}.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "name": name,
+                "num_kp": model.config.num_kp,
+                "image_size": model.config.image_size,
+                "use_audio": model.config.use_audio,
+                "use_priors": model.config.use_priors,
+                "opset": OPSET,
+                "graphs": {g: {"file": p.name, "sha256": digests[g]} for g, p in paths.items()},
+                "config": model.config.to_dict(),
+            },
+            indent=2,
+        )
+    )
+    return ExportedModel(
+        manifest, paths["sender"], paths["receiver_source"], paths["receiver_frame"], digests
+    )

@@ -1,0 +1,415 @@
+"""Training pairs sampled on the training device, without a DataLoader.
+
+``TrainSet`` holds every frame of its clips with the two structural priors (uint8) and, per clip, the
+clip-level log-mel of the clean speech and of real Opus round trips (float32). On CUDA all of it lives in
+one device tensor (the whole data set is ~12k frames: ~4 GB of uint8 at 256x256x5), so a batch is a
+gather plus on-device augmentation. On CPU the clips' own arrays (memmaps from the cache) are kept and
+indexed per sample, so nothing is loaded before it is used.
+
+A batch is ``(source5, driving5, mel)``:
+
+- ``source5``, ``driving5``: (B, 5, 256, 256) float32 in [0, 1], channels R, G, B, mesh, mask; both frames
+  of a pair come from the same clip, are distinct frames with a face found in both, and get the *same*
+  augmentation (flip, scale/shift via ``grid_sample``; colour jitter on RGB only);
+- ``mel``: (B, 1, 80, 19) float32 log-mel window of the driving frame, cut from the clip-level mel on the
+  fixed grid of ``avfr.codec.audio`` (centred: columns [4i+10, 4i+29); causal: [4i, 4i+19)).
+
+Audio augmentation is a real Opus encode/decode: per clip, the mel of ``opus_roundtrip(pcm, bitrate)`` at
+each of ``OPUS_BITRATES_BPS`` is computed once when the set is built (or passed in, e.g. from a training
+bundle) and each sample picks one at random (the receiver only ever hears Opus-decoded speech). Variant 0
+is always the clean mel.
+
+Clips without audio (and every clip when ``use_audio=False``) get the *silent* mel: ``log(1e-5)``
+everywhere, exactly what ``clip_log_mel`` gives for digital silence, so the network sees the same input
+for "no speech" at training and at call time.
+
+All randomness comes from one CPU ``torch.Generator`` per set (``state_dict`` / ``load_state_dict`` for
+exact resume); the draws happen in a fixed order and number whatever the augmentation settings, so two
+sets with the same seed pick the same pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avfr.codec.cache import ClipArrays
+
+log = logging.getLogger(__name__)
+
+OPUS_BITRATES_BPS: tuple[int, ...] = (8000, 12000, 16000)
+MEL_BINS = 80
+MEL_WINDOW_COLS = 19  # columns of one 200 ms window
+MEL_COLS_PER_FRAME = 4  # 640 samples per video frame / hop 160
+CENTRED_COL_OFFSET = 10  # centred window of frame i starts at column 4i + 10
+SILENT_LOG_MEL = float(np.log(np.float32(1e-5)))  # log(max(mel, 1e-5)) of digital silence
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-device augmentation; every pair gets one draw applied to source and driving alike.
+
+    Factors are drawn uniformly in [1 - x, 1 + x]; ``hue_deg`` rotates RGB about the grey axis by up to
+    that many degrees; ``scale`` and ``shift_frac`` (fraction of the image side) drive one affine warp
+    of all five channels.
+    """
+
+    flip_prob: float = 0.5
+    brightness: float = 0.15
+    contrast: float = 0.15
+    saturation: float = 0.15
+    hue_deg: float = 6.0
+    scale: float = 0.05
+    shift_frac: float = 0.04
+    opus_prob: float = 1.0  # share of samples whose mel is an Opus round trip (else clean)
+
+
+@dataclass(frozen=True)
+class PairIndex:
+    """Which pairs a batch holds (all (B,) int64 CPU tensors)."""
+
+    clip: Tensor  # index into TrainSet.clip_ids
+    source: Tensor  # source frame index within the clip
+    driving: Tensor  # driving frame index within the clip
+    variant: Tensor  # mel variant, 0 = clean, k = TrainSet.variant_names[k]
+
+
+@dataclass(frozen=True)
+class _AugmentDraw:
+    """Per-pair augmentation parameters (all (B,) or (B, 2) float32 CPU tensors)."""
+
+    flip: Tensor  # bool
+    brightness: Tensor
+    contrast: Tensor
+    saturation: Tensor
+    hue_rad: Tensor
+    scale: Tensor
+    shift: Tensor  # (B, 2) in normalised [-1, 1] units
+
+
+def opus_log_mels(pcm: np.ndarray, bitrates_bps: Sequence[int]) -> list[np.ndarray]:
+    """Clip-level log-mels of the speech after a real Opus round trip at each bitrate.
+
+    Args:
+        pcm: float32 (T*640,) mono 16 kHz in [-1, 1].
+        bitrates_bps: Opus bitrates in bit/s.
+
+    Returns:
+        One float32 (80, 4T+29) log-mel per bitrate.
+
+    Raises:
+        ImportError: the Opus codec (PyAV) is not available; pass precomputed mels instead.
+    """
+    from avfr.codec.audio import clip_log_mel, opus_roundtrip
+
+    return [clip_log_mel(opus_roundtrip(pcm, int(bps))).astype(np.float32) for bps in bitrates_bps]
+
+
+class TrainSet:
+    """Source/driving pairs with priors and Opus-augmented mel windows, sampled on ``device``.
+
+    Args:
+        clips: prepared clips; clips with fewer than two face frames are left out (logged).
+        device: where batches are built (and, on CUDA, where the whole data set is kept).
+        seed: seed of the set's generator.
+        causal: past-only mel windows (latency mode) instead of centred ones.
+        use_audio: False gives every sample the silent mel (audio ablation).
+        use_priors: False gives zero mesh and mask channels (prior ablation).
+        augment: augmentation settings; None for none (clean mel, raw frames).
+        opus_mels: per clip id, precomputed Opus round-trip log-mels (each (80, 4T+29)), all clips with
+            audio the same number, in the order of ``opus_bitrates_bps``; None computes them here.
+        opus_bitrates_bps: bitrates of the Opus variants (computed, or the ones ``opus_mels`` holds).
+        clip_weighting: how clips are drawn: "uniform", "frames" (by face frames) or "sqrt" (by
+            their square root: long clips count more, but do not drown the short ones).
+
+    Raises:
+        ValueError: no usable clip, or mels whose shapes disagree with the clips.
+    """
+
+    def __init__(self, clips: Sequence[ClipArrays], device: torch.device | str = "cpu", *, seed: int = 0,
+                 causal: bool = False, use_audio: bool = True, use_priors: bool = True,
+                 augment: AugmentConfig | None = AugmentConfig(),
+                 opus_mels: Mapping[str, Sequence[np.ndarray]] | None = None,
+                 opus_bitrates_bps: Sequence[int] = OPUS_BITRATES_BPS,
+                 clip_weighting: str = "sqrt") -> None:
+        self.device = torch.device(device)
+        self.causal = causal
+        self.use_audio = use_audio
+        self.use_priors = use_priors
+        self.augment = augment
+        self.generator = torch.Generator().manual_seed(int(seed))
+        usable = []
+        for clip in clips:
+            n_face = int(np.count_nonzero(clip.face_found))
+            if n_face < 2:
+                log.warning("clip %s: %d frames with a face, left out of training", clip.clip_id, n_face)
+                continue
+            usable.append(clip)
+        if not usable:
+            raise ValueError("no clip with at least two face frames")
+        self.clip_ids: tuple[str, ...] = tuple(c.clip_id for c in usable)
+        self.num_frames = np.array([c.frames.shape[0] for c in usable], np.int64)  # (C,)
+        self.height, self.width = (int(s) for s in usable[0].frames.shape[1:3])
+        self.landmarks: list[np.ndarray] = [c.landmarks for c in usable]  # (T, 478, 2) px, NaN = no face
+        self.face_frames: list[np.ndarray] = [np.flatnonzero(c.face_found) for c in usable]
+
+        # face-frame table: clip c's face frames are _valid[_valid_off[c] : _valid_off[c] + _valid_n[c]]
+        counts = np.array([len(v) for v in self.face_frames], np.int64)
+        self._valid = torch.from_numpy(np.concatenate(self.face_frames).astype(np.int64))
+        self._valid_n = torch.from_numpy(counts)
+        self._valid_off = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64))
+        weights = {"uniform": np.ones_like(counts, np.float64), "frames": counts.astype(np.float64),
+                   "sqrt": np.sqrt(counts.astype(np.float64))}
+        if clip_weighting not in weights:
+            raise ValueError(f"clip_weighting {clip_weighting!r}: expected one of {sorted(weights)}")
+        self._clip_w = torch.from_numpy(weights[clip_weighting])
+
+        self._build_mels(usable, opus_mels, opus_bitrates_bps)
+        self._build_images(usable)
+        log.info("TrainSet: %d clips, %d frames (%d with a face), %d mel variants, on %s",
+                 len(usable), int(self.num_frames.sum()), int(counts.sum()), len(self.variant_names),
+                 self.device)
+
+    # ------------------------------------------------------------------ building
+
+    def _build_mels(self, clips: Sequence[ClipArrays], opus_mels: Mapping[str, Sequence[np.ndarray]] | None,
+                    bitrates_bps: Sequence[int]) -> None:
+        """Stack every clip's mel variants into one (V, sum M, 80) float32 tensor on the device."""
+        n_opus = len(bitrates_bps)
+        self.variant_names: tuple[str, ...] = ("clean", *(f"opus{int(b)}" for b in bitrates_bps))
+        per_clip = []
+        for clip in clips:
+            t = clip.frames.shape[0]
+            n_cols = MEL_COLS_PER_FRAME * t + 29
+            silent = np.full((MEL_BINS, n_cols), SILENT_LOG_MEL, np.float32)
+            if not (self.use_audio and clip.has_audio):
+                per_clip.append([silent] * (1 + n_opus))
+                continue
+            if clip.mel.shape != (MEL_BINS, n_cols):
+                raise ValueError(f"clip {clip.clip_id}: mel {clip.mel.shape}, expected {(MEL_BINS, n_cols)}")
+            if opus_mels is not None:
+                variants = list(opus_mels.get(clip.clip_id, ()))
+                if len(variants) != n_opus:
+                    raise ValueError(f"clip {clip.clip_id}: {len(variants)} Opus mels given, "
+                                     f"expected {n_opus}")
+            else:
+                variants = opus_log_mels(np.asarray(clip.pcm, np.float32), bitrates_bps)
+            for v in variants:
+                if v.shape != clip.mel.shape:
+                    raise ValueError(f"clip {clip.clip_id}: Opus mel {v.shape}, expected {clip.mel.shape}")
+            per_clip.append([np.asarray(clip.mel, np.float32),
+                             *(np.asarray(v, np.float32) for v in variants)])
+        cols = np.array([m[0].shape[1] for m in per_clip], np.int64)
+        self._mel_off = torch.from_numpy(np.concatenate([[0], np.cumsum(cols)[:-1]]).astype(np.int64))
+        mel = np.stack([np.concatenate([m[v] for m in per_clip], axis=1) for v in range(1 + n_opus)])
+        # (V, 80, sum M) -> (V, sum M, 80) so a window is a gather of 19 rows
+        self._mel = torch.from_numpy(np.ascontiguousarray(mel.transpose(0, 2, 1))).to(self.device)
+
+    def _build_images(self, clips: Sequence[ClipArrays]) -> None:
+        """Keep frames and priors: one (N, C, H, W) uint8 device tensor on CUDA, the clips' arrays on CPU."""
+        starts = np.concatenate([[0], np.cumsum(self.num_frames)[:-1]]).astype(np.int64)
+        self._frame_off = torch.from_numpy(starts)  # (C,) first row of each clip
+        self._host: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._images: Tensor | None = None
+        if self.device.type == "cpu":
+            self._host = [(c.frames, c.mesh, c.mask) for c in clips]
+            return
+        n_ch = 5 if self.use_priors else 3
+        total = int(self.num_frames.sum())
+        self._images = torch.empty((total, n_ch, self.height, self.width), dtype=torch.uint8,
+                                   device=self.device)
+        for off, clip in zip(self._frame_off.tolist(), clips, strict=True):
+            t = clip.frames.shape[0]
+            dst = self._images[off:off + t]
+            rgb = torch.from_numpy(np.ascontiguousarray(clip.frames)).to(self.device)  # (T, H, W, 3)
+            dst[:, :3] = rgb.permute(0, 3, 1, 2)
+            if self.use_priors:
+                dst[:, 3] = torch.from_numpy(np.ascontiguousarray(clip.mesh)).to(self.device)
+                dst[:, 4] = torch.from_numpy(np.ascontiguousarray(clip.mask)).to(self.device)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator state (everything else is rebuilt from the clips)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the generator state saved by ``state_dict``."""
+        self.generator.set_state(state["generator"])
+
+    # ------------------------------------------------------------------ sampling
+
+    def _draw(self, batch_size: int) -> tuple[PairIndex, _AugmentDraw]:
+        """Draw pairs and augmentation parameters (always the same number of draws, in a fixed order)."""
+        g, b = self.generator, batch_size
+        clip = torch.multinomial(self._clip_w, b, replacement=True, generator=g)  # (B,)
+        n = self._valid_n[clip]  # (B,) >= 2
+        s = torch.minimum((torch.rand(b, generator=g, dtype=torch.float64) * n).long(), n - 1)
+        step = torch.minimum((torch.rand(b, generator=g, dtype=torch.float64) * (n - 1)).long(), n - 2)
+        d = (s + 1 + step) % n  # a different face frame of the same clip
+        opus_pick = torch.randint(1, max(len(self.variant_names), 2), (b,), generator=g)
+        opus_coin = torch.rand(b, generator=g)
+        u = torch.rand(b, 8, generator=g) * 2 - 1  # (B, 8) uniform in [-1, 1)
+        a = self.augment
+        if a is None:
+            variant = torch.zeros(b, dtype=torch.int64)
+            a = AugmentConfig(flip_prob=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue_deg=0.0,
+                              scale=0.0, shift_frac=0.0, opus_prob=0.0)
+        else:
+            use_opus = (opus_coin < a.opus_prob) & (len(self.variant_names) > 1)
+            variant = torch.where(use_opus, opus_pick, torch.zeros_like(opus_pick))
+        idx = PairIndex(clip=clip, source=self._valid[self._valid_off[clip] + s],
+                        driving=self._valid[self._valid_off[clip] + d], variant=variant)
+        draw = _AugmentDraw(
+            flip=(u[:, 0] + 1) / 2 < a.flip_prob,
+            brightness=1 + a.brightness * u[:, 1], contrast=1 + a.contrast * u[:, 2],
+            saturation=1 + a.saturation * u[:, 3], hue_rad=math.radians(a.hue_deg) * u[:, 4],
+            scale=1 + a.scale * u[:, 5], shift=2 * a.shift_frac * u[:, 6:8])
+        return idx, draw
+
+    def sample(self, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
+        """A random augmented batch: source5, driving5 (B, 5, H, W) in [0, 1], mel (B, 1, 80, 19)."""
+        _, src, drv, mel = self.sample_indexed(batch_size)
+        return src, drv, mel
+
+    def sample_indexed(self, batch_size: int) -> tuple[PairIndex, Tensor, Tensor, Tensor]:
+        """Like ``sample`` but also returns which pairs were drawn."""
+        idx, draw = self._draw(batch_size)
+        src, drv, mel = self.batch(idx)
+        if self.augment is not None:
+            src, drv = self._apply_augment(src, drv, draw)
+        return idx, src, drv, mel
+
+    def batch(self, idx: PairIndex) -> tuple[Tensor, Tensor, Tensor]:
+        """The un-augmented batch of given pairs.
+
+        Args:
+            idx: pairs (frame indices within their clips, any frames, mel variants).
+
+        Returns:
+            source5, driving5: (B, 5, H, W) float32 in [0, 1]; mel: (B, 1, 80, 19) float32, on the device.
+        """
+        src = self.images(idx.clip, idx.source)
+        drv = self.images(idx.clip, idx.driving)
+        return src, drv, self.mel_windows(idx.clip, idx.driving, idx.variant)
+
+    def images(self, clip: Tensor, frame: Tensor) -> Tensor:
+        """Frames with priors: (B,) clip and frame indices -> (B, 5, H, W) float32 in [0, 1] on the device."""
+        b = clip.shape[0]
+        if self._images is not None:
+            rows = (self._frame_off[clip] + frame).to(self.device)
+            img = self._images.index_select(0, rows)  # (B, C, H, W) uint8
+            if not self.use_priors:
+                img = torch.cat([img, img.new_zeros((b, 2, self.height, self.width))], 1)
+        else:
+            assert self._host is not None
+            out = np.zeros((b, self.height, self.width, 5), np.uint8)  # (B, H, W, 5)
+            for k, (c, f) in enumerate(zip(clip.tolist(), frame.tolist(), strict=True)):
+                frames, mesh, mask = self._host[c]
+                out[k, ..., :3] = frames[f]
+                if self.use_priors:
+                    out[k, ..., 3] = mesh[f]
+                    out[k, ..., 4] = mask[f]
+            img = torch.from_numpy(out).permute(0, 3, 1, 2)  # (B, 5, H, W)
+        return img.float().div_(255.0)
+
+    def mel_windows(self, clip: Tensor, frame: Tensor, variant: Tensor) -> Tensor:
+        """Mel windows of frames: (B,) indices -> (B, 1, 80, 19) float32 on the device."""
+        start = self._mel_off[clip] + MEL_COLS_PER_FRAME * frame + (0 if self.causal else CENTRED_COL_OFFSET)
+        cols = start[:, None] + torch.arange(MEL_WINDOW_COLS)  # (B, 19)
+        win = self._mel[variant[:, None].to(self.device), cols.to(self.device)]  # (B, 19, 80)
+        return win.transpose(1, 2).unsqueeze(1).float()  # (B, 1, 80, 19)
+
+    def fixed_pairs(self, max_per_clip: int, stride: int, variant: int) -> PairIndex:
+        """Deterministic validation pairs (same identity: source and driving from one clip).
+
+        Each clip's source is its first face frame; the driving frames are up to ``max_per_clip`` face
+        frames evenly spread over the clip (about one every ``stride`` face frames), the source excluded.
+
+        Args:
+            max_per_clip: cap on driving frames per clip.
+            stride: target spacing in face frames.
+            variant: mel variant for every pair (0 = clean).
+        """
+        clips, srcs, drvs = [], [], []
+        for c, valid in enumerate(self.face_frames):
+            rest = valid[1:]
+            k = min(max_per_clip, max(1, math.ceil(len(rest) / stride)))
+            pick = rest[np.unique(np.round(np.linspace(0, len(rest) - 1, k)).astype(np.int64))]
+            clips += [c] * len(pick)
+            srcs += [int(valid[0])] * len(pick)
+            drvs += pick.tolist()
+        n = len(clips)
+        return PairIndex(clip=torch.tensor(clips, dtype=torch.int64),
+                         source=torch.tensor(srcs, dtype=torch.int64),
+                         driving=torch.tensor(drvs, dtype=torch.int64),
+                         variant=torch.full((n,), int(variant), dtype=torch.int64))
+
+    def default_val_variant(self) -> int:
+        """The mel variant validation uses: the highest-bitrate Opus round trip (clean if none)."""
+        return len(self.variant_names) - 1
+
+    # ------------------------------------------------------------------ augmentation
+
+    def _apply_augment(self, src: Tensor, drv: Tensor, draw: _AugmentDraw) -> tuple[Tensor, Tensor]:
+        """Apply one draw per pair to source and driving alike (all five channels warped, RGB jittered)."""
+        b = src.shape[0]
+        dev = src.device
+
+        def twice(t: Tensor) -> Tensor:  # (B, ...) -> (2B, ...) on the device
+            return torch.cat([t, t], 0).to(dev)
+
+        x = torch.cat([src, drv], 0)  # (2B, 5, H, W)
+        flip = twice(draw.flip)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        # affine: output pixel p samples input at p / scale + shift (zoom in for scale > 1)
+        inv = 1.0 / twice(draw.scale)  # (2B,)
+        shift = twice(draw.shift)  # (2B, 2)
+        zero = torch.zeros_like(inv)
+        theta = torch.stack([torch.stack([inv, zero, shift[:, 0]], -1),
+                             torch.stack([zero, inv, shift[:, 1]], -1)], 1)  # (2B, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (2B, H, W, 2)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        rgb = _colour_jitter(x[:, :3], twice(draw.brightness), twice(draw.contrast), twice(draw.saturation),
+                             twice(draw.hue_rad))
+        x = torch.cat([rgb, x[:, 3:].clamp(0, 1)], 1)
+        return x[:b], x[b:]
+
+
+def _colour_jitter(rgb: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor,
+                   hue_rad: Tensor) -> Tensor:
+    """Brightness, contrast, saturation and a hue rotation about the grey axis.
+
+    Args:
+        rgb: (N, 3, H, W) in [0, 1].
+        brightness, contrast, saturation: (N,) factors (1 = unchanged).
+        hue_rad: (N,) rotation angle in radians.
+
+    Returns:
+        (N, 3, H, W) in [0, 1].
+    """
+    luma = torch.tensor(_LUMA, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    x = rgb * brightness.view(-1, 1, 1, 1)
+    mean = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # (N, 1, 1, 1) mean grey
+    x = (x - mean) * contrast.view(-1, 1, 1, 1) + mean
+    grey = (x * luma).sum(1, keepdim=True)  # (N, 1, H, W)
+    x = (x - grey) * saturation.view(-1, 1, 1, 1) + grey
+    # Rodrigues rotation about k = (1, 1, 1) / sqrt(3): R = cos I + sin [k]x + (1 - cos) k k^T
+    cos, sin = torch.cos(hue_rad), torch.sin(hue_rad)  # (N,)
+    k = 1.0 / math.sqrt(3.0)
+    eye = torch.eye(3, device=rgb.device, dtype=rgb.dtype)
+    cross = torch.tensor([[0.0, -k, k], [k, 0.0, -k], [-k, k, 0.0]], device=rgb.device, dtype=rgb.dtype)
+    outer = torch.full((3, 3), k * k, device=rgb.device, dtype=rgb.dtype)
+    rot = (cos.view(-1, 1, 1) * eye + sin.view(-1, 1, 1) * cross
+           + (1 - cos).view(-1, 1, 1) * outer)  # (N, 3, 3)
+    x = torch.einsum("nij,njhw->nihw", rot, x)
+    return x.clamp(0.0, 1.0)

@@ -1,0 +1,1 @@
+"""avfr.receiver: the answering peer (jitter buffer, concealment, generator)."""

@@ -1,0 +1,1 @@
+"""avfr.sender: the calling peer (capture, priors, keypoints, packets)."""

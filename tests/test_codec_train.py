@@ -1,0 +1,138 @@
+"""Training loop: exact resume, a short real run (log, checkpoints, validation), the CLI round trip."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from avfr.codec.cache import ClipArrays
+from avfr.codec.train import (
+    BEST_CKPT,
+    LAST_CKPT,
+    LOG_CSV,
+    VAL_CSV,
+    TrainConfig,
+    load_checkpoint,
+    lr_factor,
+    train,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLIP_IDS = ("grid_lwbsza", "grid_bbaf2n")  # 3 s each: dev and train
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (DATA / "manifest.json").exists():
+        pytest.skip(f"../shared/data not found: {DATA}")
+    return tmp_path_factory.getbasetemp() / "codec-train-cache"  # shared with test_codec_trainset.py
+
+
+@pytest.fixture(scope="module")
+def clips(cache_dir: Path) -> list[ClipArrays]:
+    from avfr.codec.cache import discover_clips, open_clip, prepare
+
+    sources = [s for s in discover_clips(DATA) if s.clip_id in CLIP_IDS]
+    summary = prepare(DATA, cache_dir, sources=sources, progress=False)
+    return [open_clip(e) for e in summary.entries]
+
+
+def _split(clips: list[ClipArrays], split: str) -> list[ClipArrays]:
+    return [c for c in clips if c.split == split]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_same_state(a: object, b: object, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where  # type: ignore[arg-type]
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):  # type: ignore[call-overload]
+            _assert_same_state(x, y, f"{where}[{k}]")
+    else:
+        assert a == b, where
+
+
+def test_lr_schedule() -> None:
+    cfg = TrainConfig(steps=100, warmup_steps=10, schedule="multistep", milestones=(0.6, 0.9), gamma=0.1)
+    assert lr_factor(cfg, 0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 9) == pytest.approx(1.0)
+    assert lr_factor(cfg, 59) == pytest.approx(1.0)
+    assert lr_factor(cfg, 60) == pytest.approx(0.1)
+    assert lr_factor(cfg, 95) == pytest.approx(0.01)
+    cos = TrainConfig(steps=100, warmup_steps=0, schedule="cosine")
+    assert lr_factor(cos, 0) == pytest.approx(1.0)
+    assert lr_factor(cos, 100) == pytest.approx(0.01)
+
+
+def test_resume_is_exact(clips: list[ClipArrays], tmp_path: Path) -> None:
+    """2 steps + resume + 2 steps == 4 straight steps, bit for bit (GAN on from step 3)."""
+    cfg = TrainConfig(batch_size=1, steps=4, gan_warmup_steps=2, warmup_steps=2, num_threads=2, log_every=1,
+                      seed=7, device="cpu")
+    train_clips = _split(clips, "train")
+    split_run, straight = tmp_path / "split", tmp_path / "straight"
+    first = train(cfg, train_clips, [], split_run, progress=False, stop_after_steps=2)
+    assert (first.step, first.stopped_by) == (2, "stop_after")
+    second = train(cfg, train_clips, [], split_run, resume=True, progress=False)
+    assert (second.step, second.steps_run) == (4, 2)
+    train(cfg, train_clips, [], straight, progress=False)
+    a, b = load_checkpoint(split_run / LAST_CKPT), load_checkpoint(straight / LAST_CKPT)
+    assert a["step"] == b["step"] == 4
+    for key in ("model", "discriminator", "opt_g", "opt_d", "rng"):
+        _assert_same_state(a[key], b[key], key)
+    assert [r["step"] for r in _rows(split_run / LOG_CSV)] == ["1", "2", "3", "4"]
+    with pytest.raises(FileExistsError):
+        train(cfg, train_clips, [], straight, progress=False)
+
+
+def test_short_real_run_logs_validates_and_checkpoints(clips: list[ClipArrays], tmp_path: Path) -> None:
+    cfg = TrainConfig(batch_size=1, steps=3, gan_warmup_steps=1, num_threads=2, log_every=1,
+                      val_max_per_clip=2, val_batch=2, device="cpu")
+    summary = train(cfg, _split(clips, "train"), _split(clips, "dev"), tmp_path, progress=False)
+    assert summary.step == 3 and summary.samples_per_s > 0
+    rows = _rows(tmp_path / LOG_CSV)
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    for row in rows:
+        for key in ("g_total", "l1", "lr", "samples_per_s"):
+            assert math.isfinite(float(row[key])), key
+    assert math.isfinite(float(rows[-1]["d_total"]))  # discriminator trained after the warm-up
+    val = _rows(tmp_path / VAL_CSV)
+    assert len(val) == 1 and float(val[0]["psnr_db"]) > 5 and 0 < float(val[0]["ssim"]) <= 1
+    assert summary.val is not None and summary.val.num_frames == 2
+    assert (tmp_path / LAST_CKPT).exists() and (tmp_path / BEST_CKPT).exists()
+    ckpt = load_checkpoint(tmp_path / LAST_CKPT)
+    assert ckpt["step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_cli_train_and_resume(cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from avfr.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(DATA), "--cache", str(cache_dir), "--clips", ",".join(CLIP_IDS), "--out",
+            str(out), "--batch", "1", "--threads", "2", "--val-frames", "1", "--device", "cpu", "-q"]
+    assert main([*args, "--steps", "1"]) == 0
+    assert "samples/s" in capsys.readouterr().out
+    assert main([*args, "--steps", "2"]) == 2  # refuses to overwrite the run without --resume
+    assert main([*args, "--steps", "2", "--resume"]) == 0
+    assert load_checkpoint(out / LAST_CKPT)["step"] == 2
+    assert [r["step"] for r in _rows(out / LOG_CSV)] == ["1", "2"]
+
+
+def test_time_limit_stops_cleanly_with_a_checkpoint(clips: list[ClipArrays], tmp_path: Path) -> None:
+    cfg = TrainConfig(batch_size=1, steps=5, time_limit_min=0.001, num_threads=2, device="cpu")
+    summary = train(cfg, _split(clips, "train"), [], tmp_path, progress=False)
+    assert (summary.stopped_by, summary.step) == ("time_limit", 0)
+    assert load_checkpoint(tmp_path / LAST_CKPT)["step"] == 0

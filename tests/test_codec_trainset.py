@@ -1,0 +1,126 @@
+"""TrainSet: batch shapes and ranges, same-clip pairs, mel windows on the audio grid, paired augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avfr.codec.audio import mel_window
+from avfr.codec.cache import ClipArrays
+from avfr.codec.trainset import SILENT_LOG_MEL, AugmentConfig, PairIndex, TrainSet
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLIP_IDS = ("grid_lwbsza", "grid_bbaf2n")  # 3 s each, dev and train, with speech
+NO_AUG_BUT_FLIP = AugmentConfig(flip_prob=1.0, brightness=0.0, contrast=0.0, saturation=0.0, hue_deg=0.0,
+                                scale=0.0, shift_frac=0.0, opus_prob=0.0)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[ClipArrays]:
+    if not (DATA / "manifest.json").exists():
+        pytest.skip(f"../shared/data not found: {DATA}")
+    from avfr.codec.cache import discover_clips, open_clip, prepare
+
+    sources = [s for s in discover_clips(DATA) if s.clip_id in CLIP_IDS]
+    cache = tmp_path_factory.getbasetemp() / "codec-train-cache"  # shared with test_codec_train.py
+    summary = prepare(DATA, cache, sources=sources, progress=False)
+    return [open_clip(e) for e in summary.entries]
+
+
+def _clip(clips: list[ClipArrays], ts: TrainSet, c: int) -> ClipArrays:
+    return next(x for x in clips if x.clip_id == ts.clip_ids[c])
+
+
+def test_batch_shapes_dtypes_ranges(clips: list[ClipArrays]) -> None:
+    ts = TrainSet(clips, "cpu", seed=0)
+    idx, src, drv, mel = ts.sample_indexed(3)
+    assert src.shape == drv.shape == (3, 5, 256, 256)
+    assert mel.shape == (3, 1, 80, 19)
+    assert src.dtype == drv.dtype == mel.dtype == torch.float32
+    for x in (src, drv):
+        assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert torch.isfinite(mel).all()
+    assert float(mel.min()) >= SILENT_LOG_MEL - 1e-4
+    for k in range(3):  # distinct frames of one clip, both with a face
+        clip = _clip(clips, ts, int(idx.clip[k]))
+        assert idx.source[k] != idx.driving[k]
+        assert clip.face_found[int(idx.source[k])] and clip.face_found[int(idx.driving[k])]
+    assert set(idx.variant.tolist()) <= {1, 2, 3}  # augmented: always an Opus round trip
+
+
+def test_unaugmented_pairs_are_the_clip_frames_and_mel_windows(clips: list[ClipArrays]) -> None:
+    for causal in (False, True):
+        ts = TrainSet(clips, "cpu", seed=1, augment=None, causal=causal)
+        idx, src, drv, mel = ts.sample_indexed(4)
+        assert (idx.variant == 0).all()
+        for k in range(4):
+            clip = _clip(clips, ts, int(idx.clip[k]))
+            s, d = int(idx.source[k]), int(idx.driving[k])
+            got_src = (src[k] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (H, W, 5)
+            got_drv = (drv[k] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            np.testing.assert_array_equal(got_src[..., :3], clip.frames[s])
+            np.testing.assert_array_equal(got_src[..., 3], clip.mesh[s])
+            np.testing.assert_array_equal(got_src[..., 4], clip.mask[s])
+            np.testing.assert_array_equal(got_drv[..., :3], clip.frames[d])
+            np.testing.assert_array_equal(mel[k, 0].numpy(), mel_window(clip.mel, d, causal=causal))
+
+
+def test_flip_is_applied_to_source_and_driving_alike(clips: list[ClipArrays]) -> None:
+    plain = TrainSet(clips, "cpu", seed=2, augment=None)
+    flipped = TrainSet(clips, "cpu", seed=2, augment=NO_AUG_BUT_FLIP)
+    idx_a, src_a, drv_a, mel_a = plain.sample_indexed(3)
+    idx_b, src_b, drv_b, mel_b = flipped.sample_indexed(3)
+    assert torch.equal(idx_a.clip, idx_b.clip) and torch.equal(idx_a.driving, idx_b.driving)
+    torch.testing.assert_close(src_b, src_a.flip(-1), atol=1e-4, rtol=0)  # all 5 channels
+    torch.testing.assert_close(drv_b, drv_a.flip(-1), atol=1e-4, rtol=0)
+    assert torch.equal(mel_a, mel_b)  # audio is not flipped
+
+
+def test_augmentation_is_one_draw_per_pair(clips: list[ClipArrays]) -> None:
+    ts = TrainSet(clips, "cpu", seed=3)
+    idx, draw = ts._draw(4)
+    same = PairIndex(clip=idx.clip, source=idx.driving, driving=idx.driving, variant=idx.variant)
+    src, drv, _ = ts.batch(same)  # source frame == driving frame
+    aug_src, aug_drv = ts._apply_augment(src, drv, draw)
+    assert torch.equal(aug_src, aug_drv)  # flip, warp and colour identical for both frames of a pair
+    assert not torch.equal(aug_src, src)
+    for x in (aug_src, aug_drv):
+        assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
+def test_silent_mel_without_audio_and_opus_variants_differ(clips: list[ClipArrays]) -> None:
+    silent = TrainSet(clips, "cpu", seed=4, use_audio=False)
+    assert (silent.sample(2)[2] == SILENT_LOG_MEL).all()
+    ts = TrainSet(clips, "cpu", seed=4, augment=None)
+    idx = ts.fixed_pairs(max_per_clip=2, stride=5, variant=0)
+    clean = ts.mel_windows(idx.clip, idx.driving, idx.variant)
+    for v in range(1, len(ts.variant_names)):
+        opus = ts.mel_windows(idx.clip, idx.driving, torch.full_like(idx.variant, v))
+        assert not torch.equal(clean, opus)  # a real Opus round trip changes the spectrum a little...
+        assert float((clean - opus).abs().mean()) < 2.0  # ...but not much
+
+
+def test_generator_state_restores_the_sample_sequence(clips: list[ClipArrays]) -> None:
+    ts = TrainSet(clips, "cpu", seed=5)
+    ts.sample(2)
+    state = ts.state_dict()
+    first = ts.sample(2)
+    ts.load_state_dict(state)
+    again = ts.sample(2)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_fixed_pairs_are_deterministic_same_clip_and_spread(clips: list[ClipArrays]) -> None:
+    ts = TrainSet(clips, "cpu", seed=6, augment=None)
+    a = ts.fixed_pairs(max_per_clip=4, stride=5, variant=0)
+    b = TrainSet(clips, "cpu", seed=99, augment=None).fixed_pairs(max_per_clip=4, stride=5, variant=0)
+    assert torch.equal(a.driving, b.driving) and torch.equal(a.source, b.source)
+    for c in range(len(ts.clip_ids)):
+        sel = a.clip == c
+        assert int(sel.sum()) == 4
+        assert len(set(a.source[sel].tolist())) == 1  # one source per clip
+        assert int(a.source[sel][0]) not in a.driving[sel].tolist()
