@@ -3,8 +3,8 @@
 One run lives in ``out_dir``:
 
 - ``log.csv``: one row every ``log_every`` steps: step, wall_s (cumulative over resumed runs), lr, the mean of
-  every loss term over those steps (generator terms as the loss returns them, discriminator terms prefixed
-  ``d_``; empty before the GAN starts), samples_per_s;
+  every loss term over those steps (generator terms as the loss returns them plus ``g_total``, discriminator
+  terms ``d_*``, empty before the GAN starts), samples_per_s;
 - ``val.csv``: one row per validation (step, wall_s, L1, PSNR, SSIM, LMD, see :mod:`avfr.codec.metrics`);
 - ``ckpt-last.pt``: everything needed to continue bit for bit (model, discriminator, both optimisers, step,
   the RNG states of torch, numpy, python and the training set); written every ``checkpoint_minutes``, at
@@ -135,7 +135,7 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu.
+    """The torch device of a name; "auto" is cuda when available, else cpu.
 
     Raises:
         ValueError: "cuda" asked for but not available.
@@ -244,7 +244,7 @@ class _CsvLog:
         self.path = path
         self.rows: list[dict[str, str]] = []
         self.columns: list[str] = []
-        if keep_up_to_step is not None and path.exists():
+        if keep_up_to_step is not None and path.exists():  # resumed: keep the rows up to the checkpoint
             with path.open(newline="") as f:
                 reader = csv.DictReader(f)
                 self.columns = list(reader.fieldnames or [])
@@ -254,7 +254,7 @@ class _CsvLog:
     def _rewrite(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, restval="")
+            writer = csv.DictWriter(f, fieldnames=self.columns, restval="", lineterminator="\n")
             if self.columns:
                 writer.writeheader()
             writer.writerows(self.rows)
@@ -269,7 +269,7 @@ class _CsvLog:
             self._rewrite()
             return
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, restval="").writerow(text)
+            csv.DictWriter(f, fieldnames=self.columns, restval="", lineterminator="\n").writerow(text)
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -421,11 +421,15 @@ class _Trainer:
         self.best_psnr = float(ckpt["best_psnr_db"])
         _set_rng_state(ckpt["rng"], self.device, self.trainset)
 
-    def checkpoint(self, validate_first: bool) -> None:
-        """Validate (optionally), write ckpt-last.pt, and ckpt-best.pt / weights-best.pt on a new best."""
+    def checkpoint(self, validate_first: bool, new_best: bool = False) -> None:
+        """Validate (optionally), write ckpt-last.pt, and ckpt-best.pt / weights-best.pt on a new best.
+
+        Args:
+            validate_first: run the validation first (it decides ``new_best``).
+            new_best: the model is a new best already (validated by the caller).
+        """
         from avfr.codec.model import save_weights
 
-        new_best = False
         if validate_first and self.devset is not None:
             new_best = self.run_validation()
         t = time.perf_counter()
@@ -501,25 +505,36 @@ class _Trainer:
             self.val_s = (0.25 if self.device.type == "cpu" else 0.05) * n_val
         self.ckpt_s = 2.0
         last_path = self.out_dir / LAST_CKPT
-        if resume and last_path.exists():
+        resumed = resume and last_path.exists()
+        if resumed:
             self.load(load_checkpoint(last_path))
             log.info("resumed %s at step %d", last_path, self.step)
         elif resume:
             log.warning("resume: no %s yet, starting a new run", last_path)
-        kept = self.step if (resume and last_path.exists()) else -1
-        self.loss_log = _CsvLog(self.out_dir / LOG_CSV, kept)
-        self.val_log = _CsvLog(self.out_dir / VAL_CSV, kept)
+        self.loss_log = _CsvLog(self.out_dir / LOG_CSV, self.step if resumed else None)
+        self.val_log = _CsvLog(self.out_dir / VAL_CSV, self.step if resumed else None)
         start = self.step
         limit_s = cfg.time_limit_min * 60.0 if cfg.time_limit_min > 0 else math.inf
         last_ckpt_t = time.perf_counter()
         train_s = 0.0
         sums: dict[str, Tensor] = {}
         counts: dict[str, int] = {}
-        interval_t, interval_n = 0.0, 0
+        interval = [0.0, 0]  # training seconds and steps since the last log row
         bad = 0
         stopped_by = "steps"
         last_losses: dict[str, float] = {}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
+
+        def log_row() -> None:
+            nonlocal last_losses, sums, counts, interval
+            last_losses = {k: float(sums[k]) / counts[k] for k in sums}
+            sps = interval[1] * cfg.batch_size / max(interval[0], 1e-9)
+            self.loss_log.append({"step": self.step, "wall_s": self.wall_s_before + time.perf_counter() - self.t0,
+                                  "lr": cfg.lr * lr_factor(cfg, self.step - 1), **last_losses,
+                                  "samples_per_s": sps})
+            bar.set_postfix(loss=f"{last_losses.get('g_total', math.nan):.4f}", sps=f"{sps:.2f}")
+            sums, counts, interval = {}, {}, [0.0, 0]
+
         self.model.train()
         self.disc.train()
         try:
@@ -549,28 +564,23 @@ class _Trainer:
                 bad = 0
                 self.step += 1
                 train_s += dt
-                interval_t += dt
-                interval_n += 1
+                interval[0] += dt
+                interval[1] += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    last_losses = {k: float(sums[k]) / counts[k] for k in sums}
-                    sps = interval_n * cfg.batch_size / max(interval_t, 1e-9)
-                    self.loss_log.append({"step": self.step,
-                                          "wall_s": self.wall_s_before + time.perf_counter() - self.t0,
-                                          "lr": cfg.lr * lr_factor(cfg, self.step - 1), **last_losses,
-                                          "samples_per_s": sps})
-                    bar.set_postfix(loss=f"{last_losses.get('g_total', math.nan):.4f}", sps=f"{sps:.2f}")
-                    sums, counts, interval_t, interval_n = {}, {}, 0.0, 0
+                    log_row()
                 if cfg.val_every > 0 and self.step % cfg.val_every == 0 and self.devset is not None:
                     if self.run_validation():
-                        self.checkpoint(validate_first=False)
+                        self.checkpoint(validate_first=False, new_best=True)
                         last_ckpt_t = time.perf_counter()
                 if time.perf_counter() - last_ckpt_t >= cfg.checkpoint_minutes * 60.0:
                     self.checkpoint(validate_first=True)
                     last_ckpt_t = time.perf_counter()
+            if interval[1] > 0:  # stopped between log rows
+                log_row()
         finally:
             bar.close()
         steps_run = self.step - start

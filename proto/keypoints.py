@@ -4,8 +4,8 @@ A KEY packet carries every level at fixed length and decodes on its own. A DELTA
 difference to a reference frame (normally the previous one, named by its seq): a distance, a timestamp
 offset, six common shifts (one per component: the shared head motion) and the per-keypoint residuals, all
 coded with the adaptive binary arithmetic coder of `avfr.proto.entropy`. A lost packet breaks the chain of
-the deltas after it: `KeypointDecoder` detects the missing reference and flags those packets until the next
-KEY packet (periodic, or on `Refresh`).
+the deltas after it: `KeypointDecoder` detects the missing reference, conceals (flags) or drops those
+frames, and asks for a KEY packet (periodic, or on `Refresh`) through `needs_key`.
 
 Shapes: K = session.num_kp; kp (K, 2) as (x, y) in [-1, 1]; jac (K, 2, 2).
 """
@@ -52,7 +52,7 @@ KEY_HEADER_BYTES = 7  # tag, seq (uint16), ts_90k (uint32)
 DELTA_HEADER_BYTES = 3  # tag, seq (uint16)
 NUM_COMPONENTS = 6  # per keypoint: x, y, j00, j01, j10, j11
 
-# Context table of the delta payload (SPEC.md, "Contexts"): index -> initial P(bin = 0) * 2**16.
+# Contexts of the delta payload (SPEC.md, "Entropy coder"): first index of each group.
 CTX_REF = 0  # 2 contexts: Exp-Golomb prefix of ref_distance - 1
 CTX_TS_ZERO, CTX_TS_SIGN, CTX_TS_MAG = 2, 3, 4  # ts offset: zero flag, sign, 2 prefix contexts
 CTX_COMMON_ZERO = 6  # 6 contexts, one per component
@@ -466,6 +466,9 @@ class KeypointEncoder:
             if abs(offset) <= MAX_TS_OFFSET_90K:
                 res = _components(kp_q - ref_kp, jac_q - ref_jac)  # (K, 6)
                 common = np.sort(res, axis=0)[(k - 1) // 2]  # lower median per component: shared motion
+                limits = np.array([_res_limit(c, self.session) for c in range(NUM_COMPONENTS)])
+                fits = np.all(np.abs(res - common) <= limits, axis=0)  # opposite extreme jumps may not fit
+                common = np.where(fits, common, 0)
                 res = res - common
                 packet = KeypointsDelta(seq, ref_seq, offset, common, res[:, :2], res[:, 2:].reshape(k, 2, 2))
         if packet is None:

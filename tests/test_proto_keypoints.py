@@ -196,6 +196,19 @@ def test_timestamp_jump_forces_a_key() -> None:
     assert isinstance(enc.packet(kp[2], jac[2], 2 * 3600 + 90_000 + 90_001), KeypointsKey)
 
 
+def test_opposite_full_range_jumps_still_fit_a_delta() -> None:
+    session = Session(num_kp=2, quant=QuantParams(8, 5, 4.0))
+    enc, dec = KeypointEncoder(session), KeypointDecoder(session)
+    jac = np.tile(np.eye(2), (2, 1, 1))
+    frames = [np.array([[0.99, -1.0], [-1.0, 0.99]]), np.array([[-1.0, 0.99], [0.99, -1.0]])]
+    for t, kp in enumerate(frames):
+        packet = enc.packet(kp, jac, t * 3600)
+        frame = dec.decode(decode_keypoints(encode_keypoints(packet, session), session))
+        assert frame is not None and frame.exact
+        np.testing.assert_array_equal(frame.kp, _expected(kp, jac, session)[0])
+    assert isinstance(packet, KeypointsDelta)
+
+
 def test_encoder_rejects_bad_input() -> None:
     enc = KeypointEncoder(SESSION)
     with pytest.raises(ValueError, match="expected kp"):

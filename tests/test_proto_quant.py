@@ -96,3 +96,34 @@ def test_delta_coding_is_lossless_over_long_walks_with_wraparound(
         step = quant.kp_step
         assert np.abs(frame.kp - np.clip(kp[t], -1, 1 - step)).max() <= step / 2 + 1e-6
     assert keys == 1  # one key, then 1499 deltas
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    frames=st.lists(
+        st.tuples(
+            st.lists(st.floats(-1.5, 1.5), min_size=6, max_size=6),
+            st.lists(st.floats(-6.0, 6.0), min_size=12, max_size=12),
+            st.integers(-100_000, 100_000),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    kp_bits=st.integers(4, 12),
+    jac_bits=st.integers(4, 10),
+)
+def test_any_frame_sequence_round_trips_exactly(
+    frames: list[tuple[list[float], list[float], int]], kp_bits: int, jac_bits: int
+) -> None:
+    """Arbitrary jumps, clamped values and timestamp jitter: the decoder reproduces the quantised frames."""
+    quant = QuantParams(kp_bits, jac_bits, 4.0)
+    session = Session(num_kp=3, quant=quant, key_interval_frames=50)
+    enc, dec = KeypointEncoder(session, first_seq=65_530), KeypointDecoder(session)
+    for t, (kp_list, jac_list, jitter) in enumerate(frames):
+        kp, jac = np.reshape(kp_list, (3, 2)), np.reshape(jac_list, (3, 2, 2))
+        ts = (t * 3600 + jitter) % 2**32
+        frame = dec.decode_bytes(enc.encode(kp, jac, ts))
+        assert frame is not None and frame.exact and frame.ts_90k == ts
+        exp_kp, exp_jac = dequantise_keypoints(*quantise_keypoints(kp, jac, quant), quant)
+        np.testing.assert_array_equal(frame.kp, exp_kp)
+        np.testing.assert_array_equal(frame.jac, exp_jac)

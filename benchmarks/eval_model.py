@@ -1,0 +1,138 @@
+"""Dev-split quality of the shipped model through its ONNX graphs (the figures of models/MODEL_CARD.md).
+
+Same identity: for each dev clip, the first frame with a face is the source and every ``--stride``-th frame
+with a face is driven, with the float keypoints of the sender graph (no wire quantisation: that cost is
+measured by ``benchmarks/bench_quant.py``) and the mel window of the Opus round trip of the clip's speech
+(12 kbit/s, what a receiver hears). Rows, one JSON line each:
+
+- ``model``: the generated frame; ``still``: the source shown unchanged (the zero-bit floor);
+- ``silent``: the model fed a silent mel (does the audio branch move the mouth?).
+
+Metrics: L1, PSNR, SSIM (``avfr.codec.metrics.pixel_metrics``), LMD (mean distance of the 478 mediapipe
+landmarks, px at 256) and mouth LMD (the 40 lip landmarks of ``FACEMESH_LIPS``), against the driving frame's
+landmarks. ``--strip PNG`` also draws source | (driving, generated) x 3 for the first 3 dev clips.
+
+    python benchmarks/eval_model.py --data ../shared/data --stride 2 --strip models/strip-dev.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avfr.codec.audio import clip_log_mel, mel_window, opus_roundtrip
+from avfr.codec.cache import ClipArrays, load_clips
+from avfr.codec.metrics import pixel_metrics
+from avfr.codec.priors import PriorExtractor, five_channel
+from avfr.codec.runtime import ReceiverModel, SenderModel, load_manifest
+from avfr.codec.weights import shipped_manifest
+
+
+def lip_indices() -> np.ndarray:
+    """Indices of mediapipe's lip landmarks (40 of 478)."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+
+    return np.array(sorted({i for edge in FACEMESH_LIPS for i in edge}))
+
+
+def evaluate_clip(clip: ClipArrays, sender: SenderModel, receiver: ReceiverModel, extractor: PriorExtractor,
+                  lips: np.ndarray, stride: int, opus_bps: int) -> tuple[dict[str, dict[str, list[float]]], list]:
+    """Per-frame metrics of one clip for the model, still and silent rows; and (driving, generated) pairs."""
+    faces = np.flatnonzero(clip.face_found)
+    src_i = int(faces[0])
+    source5 = five_channel(np.asarray(clip.frames[src_i]), np.asarray(clip.mesh[src_i]), np.asarray(clip.mask[src_i]))
+    receiver.set_source(source5)
+    mel = clip_log_mel(opus_roundtrip(clip.pcm, opus_bps)) if clip.has_audio else clip.mel
+    silent = clip_log_mel(np.zeros_like(clip.pcm))
+    rows: dict[str, dict[str, list[float]]] = {k: {m: [] for m in ("l1", "psnr", "ssim", "lmd", "mouth_lmd")}
+                                               for k in ("model", "still", "silent")}
+    pairs = []
+    for i in faces[faces != src_i][::stride]:
+        drv_rgb = np.asarray(clip.frames[i])
+        kp, jac = sender.keypoints(five_channel(drv_rgb, np.asarray(clip.mesh[i]), np.asarray(clip.mask[i])))
+        outs = {
+            "model": receiver.frame(kp, jac, mel_window(mel, int(i))),
+            "still": np.asarray(clip.frames[src_i]),
+            "silent": receiver.frame(kp, jac, mel_window(silent, int(i))),
+        }
+        ref = torch.from_numpy(drv_rgb).permute(2, 0, 1)[None].float() / 255.0
+        for name, rgb in outs.items():
+            gen = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+            l1, psnr, ssim = pixel_metrics(gen, ref)
+            lm, n_faces = extractor.face_landmarks(rgb)
+            d = np.linalg.norm(lm - clip.landmarks[i], axis=-1) if n_faces else np.full(478, np.nan)
+            for key, val in (("l1", l1), ("psnr", psnr), ("ssim", ssim)):
+                rows[name][key].append(float(val[0]))
+            rows[name]["lmd"].append(float(d.mean()))
+            rows[name]["mouth_lmd"].append(float(d[lips].mean()))
+        pairs.append((drv_rgb, outs["model"]))
+    return rows, pairs
+
+
+def draw_strip(strips: list[tuple[np.ndarray, list]], path: Path) -> None:
+    """One row per clip: source | (driving, generated) at 3 evenly spread times."""
+    import cv2
+
+    rows = []
+    for source, pairs in strips:
+        picks = [pairs[int(k)] for k in np.linspace(0, len(pairs) - 1, 3).round()]
+        tiles = [source] + [t for pair in picks for t in pair]
+        rows.append(np.concatenate(tiles, axis=1))
+    image = np.concatenate(rows, axis=0)
+    labels = ["source"] + ["driving", "generated"] * 3
+    for k, label in enumerate(labels):
+        cv2.putText(image, label, (k * 256 + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--manifest", type=Path, default=None, help="ONNX manifest (default: the shipped model)")
+    parser.add_argument("--stride", type=int, default=2, help="drive every N-th face frame")
+    parser.add_argument("--opus-bps", type=int, default=12000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--strip", type=Path, default=None, help="write a strip PNG of the first 3 dev clips")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    manifest = load_manifest(args.manifest or shipped_manifest())
+    sender = SenderModel(manifest.sender, args.threads, expected_sha256=manifest.sha256["sender"])
+    receiver = ReceiverModel.from_manifest(manifest, args.threads)
+    extractor = PriorExtractor(mesh=True, mask=False)
+    lips = lip_indices()
+    clips = load_clips(args.data, split="dev", prepare_missing=True)
+    base = {"model_name": manifest.name, "python": platform.python_version(), "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(), "command": " ".join(sys.argv)}
+    totals: dict[str, dict[str, list[float]]] = {}
+    strips = []
+    t0 = time.perf_counter()
+    for clip in clips:
+        rows, pairs = evaluate_clip(clip, sender, receiver, extractor, lips, args.stride, args.opus_bps)
+        for name, metrics in rows.items():
+            agg = totals.setdefault(name, {k: [] for k in metrics})
+            for k, v in metrics.items():
+                agg[k] += v
+            print(json.dumps({"bench": "eval_model", "clip": clip.clip_id, "row": name, "frames": len(metrics["l1"]),
+                              **{k: float(np.nanmean(v)) for k, v in metrics.items()}, **base}), flush=True)
+        if len(strips) < 3:
+            strips.append((np.asarray(clip.frames[int(np.flatnonzero(clip.face_found)[0])]), pairs))
+    for name, metrics in totals.items():
+        print(json.dumps({"bench": "eval_model", "clip": "mean", "row": name, "frames": len(metrics["l1"]),
+                          **{k: float(np.nanmean(v)) for k, v in metrics.items()},
+                          "wall_s": time.perf_counter() - t0, **base}), flush=True)
+    if args.strip is not None:
+        draw_strip(strips, args.strip)
+    extractor.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

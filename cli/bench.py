@@ -1,0 +1,183 @@
+"""``avfr-codec bench``: rate-quality curves of avfr against a still image and H.266 / H.265 / AV1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ANCHORS = ("vvc", "vvc-ra", "hevc", "av1")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``bench`` to the ``avfr-codec`` parser."""
+    p = subparsers.add_parser(
+        "bench",
+        help="rate-quality benchmark: avfr vs still vs H.266/H.265/AV1 on talking-head clips",
+        description="Run avfr's sender -> packets -> receiver path and anchor encoders (imageio-ffmpeg: libvvenc, "
+        "libx265, libsvtav1; low delay, QP searched to the requested rates) on every clip, measure quality "
+        "(L1, PSNR, SSIM, MS-SSIM, VMAF, LMD, mouth LMD, lip-sync proxy, identity distance, jitter) and write "
+        "report.json, report.md, plots and frame strips. Finished clips are reused by a re-run.",
+    )
+    p.add_argument("--clips", metavar="DIR", type=Path, required=True,
+                   help="folder with manifest.json, a folder of <id>.mp4 (+ <id>.wav) clips, or one video")
+    p.add_argument("--bitrate", default="2,4,8,16,32", help="anchor target rates, kbit/s, comma-separated")
+    p.add_argument("--codecs", default="avfr,vvc,vvc-ra,hevc,av1",
+                   help="avfr and anchors among vvc (H.266 low delay), vvc-ra (H.266 random access), hevc, av1 "
+                   "(default: all); the still row is always made")
+    p.add_argument("--avfr-points", default="q6,q8,q10", help="avfr operating points (q6, q7, q8, q10)")
+    p.add_argument("--cross", action="store_true", help="also cross-identity reenactment (no-reference metrics)")
+    p.add_argument("--out", metavar="REPORT_DIR", type=Path, required=True, help="report folder")
+    p.add_argument("--split", default=None, help="only clips of this split (with a manifest: train, dev)")
+    p.add_argument("--ids", default=None, help="only these clip ids, comma-separated")
+    p.add_argument("--max-frames", type=int, default=0, help="use at most this many frames per clip (0: all)")
+    p.add_argument("--cache", metavar="DIR", type=Path, default=None, help="prepared-clip cache folder")
+    p.add_argument("--vvenc-preset", default="medium", help="vvenc preset (default: medium)")
+    p.add_argument("--max-probes", type=int, default=4, help="encodes per target in the QP search (default: 4)")
+    p.add_argument("--threads", type=int, default=2, help="encoder / onnxruntime threads (default: 2)")
+    p.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_bench)
+
+
+def _parse_codecs(text: str) -> tuple[str, ...]:
+    from avfr.cli import CliError
+
+    codecs = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in codecs if c not in ("avfr", *ANCHORS)]
+    if bad:
+        raise CliError(f"unknown codec(s) {', '.join(bad)}: choose from avfr, {', '.join(ANCHORS)}")
+    return tuple(dict.fromkeys(codecs))
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import subprocess
+
+    from avfr.codec.quality import ffmpeg_exe, identity_backend
+
+    out = {}
+    for pkg in ("avfr-codec", "onnxruntime", "mediapipe", "torch", "torchmetrics", "numpy", "imageio-ffmpeg",
+                "dlib-bin"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    first = subprocess.run([ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True).stdout
+    out["ffmpeg"] = first.splitlines()[0] if first else "?"
+    out["identity"] = identity_backend()[1]
+    return out
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from avfr.cli import CliError
+    from avfr.codec import bench, bench_report
+    from avfr.codec.anchors import anchor_specs, missing_encoders
+    from avfr.codec.cache import default_cache_dir, load_clips
+
+    try:
+        rates = tuple(float(r) for r in args.bitrate.split(",") if r.strip())
+    except ValueError as exc:
+        raise CliError(f"--bitrate must be comma-separated numbers: {exc}") from exc
+    if not rates or min(rates) <= 0:
+        raise CliError("--bitrate needs at least one positive rate")
+    points = tuple(p.strip() for p in args.avfr_points.split(",") if p.strip())
+    if not points or any(p not in bench.AVFR_POINTS for p in points):
+        raise CliError(f"--avfr-points: choose from {', '.join(bench.AVFR_POINTS)}")
+    config = bench.BenchConfig(tuple(sorted(rates)), _parse_codecs(args.codecs), points, args.cross,
+                               args.max_frames, args.vvenc_preset, args.max_probes, args.threads,
+                               not args.no_identity)
+    specs = anchor_specs(config.vvenc_preset, config.threads)
+    missing = missing_encoders([specs[c] for c in config.codecs if c in specs], bench.quality.ffmpeg_exe())
+    if missing:
+        raise CliError(f"the imageio-ffmpeg binary lacks {', '.join(missing)}: update imageio-ffmpeg or drop "
+                       "those codecs from --codecs")
+    clips = load_clips(args.clips, args.cache or default_cache_dir(), split=args.split)
+    if args.ids:
+        wanted = {i.strip() for i in args.ids.split(",")}
+        clips = [c for c in clips if c.clip_id in wanted]
+    if not clips:
+        raise CliError(f"no clips in {args.clips}" + (f" (split {args.split})" if args.split else ""))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    results = []
+    todo = [c for c in clips if bench.load_done(out, c.clip_id, config) is None]
+    steps_per_clip = (1 + len(points) * ("avfr" in config.codecs) + int(config.cross and "avfr" in config.codecs)
+                      + len(rates) * sum(c != "avfr" for c in config.codecs))
+    bar = tqdm(total=len(todo) * steps_per_clip, unit="step", disable=args.quiet or not todo, file=sys.stderr)
+    models = bench.AvfrModels.load(args.threads) if todo and "avfr" in config.codecs else None
+    evaluator = bench.Evaluator.create(config.identity) if todo else None
+    try:
+        for k, clip in enumerate(clips):
+            done = bench.load_done(out, clip.clip_id, config)
+            if done is not None:
+                logger.info("%s: reusing %s", clip.clip_id, out / "clips" / f"{clip.clip_id}.json")
+                results.append(done)
+                continue
+            cross_src = None
+            if config.cross and len(clips) > 1:
+                other = clips[(k + 1) % len(clips)]  # the next clip: another identity in the shared data
+                cross_src = np.ascontiguousarray(other.frames[0])
+
+            def tick(msg: str, _clip: str = clip.clip_id) -> None:
+                bar.set_postfix_str(f"{_clip}: {msg}")
+                bar.update(1)
+
+            results.append(bench.run_clip(clip, config, out, models, evaluator, cross_src, tick))
+    finally:
+        bar.close()
+        if models is not None:
+            models.close()
+        if evaluator is not None:
+            evaluator.close()
+
+    rows = [r for res in results for r in res["rows"]]
+    means = bench_report.mean_rows(rows)
+    ref = [res["reference"] for res in results]
+    avfr_src = [r["source_bytes"] for r in rows if r["codec"] == "avfr" and r.get("source_bytes")]
+    report = {
+        "command": "avfr-codec " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},
+        "audio": f"Opus {bench.AUDIO_BITRATE_BPS // 1000} kbit/s, 16 kHz mono, 20 ms frames",
+        "avfr_source": (f"WebP q{bench.SOURCE_WEBP_QUALITY}, mean {np.mean(avfr_src) / 1000:.1f} kB = "
+                        f"{np.mean(avfr_src) * 8 / bench.CALL_SECONDS / 1000:.2f} kbit/s over 5 min"
+                        if avfr_src else "n/a"),
+        "avfr_points": {p: vars(bench.AVFR_POINTS[p]) for p in points},
+        "anchor_flags": {c: specs[c].flags() for c in config.codecs if c in specs},
+        "identity": (evaluator.id_note if evaluator else bench.quality.identity_backend()[1]),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
+        "versions": _versions(),
+        "clips": [{k: res[k] for k in ("clip", "split", "num_frames", "duration_s", "has_audio", "strip",
+                                       "reference", "searches")} for res in results],
+        "reference_mean": {k: bench_report._mean([r.get(k) for r in ref]) for k in ("sync_corr", "jitter")},
+        "rows": rows + means,
+        "cross_rows": [r for res in results for r in res["cross_rows"]],
+        "anchor_floors_kbps": bench_report.floors(results, specs),
+        "bd_rate_pct": bench_report.bd_rates(means),
+        "target_check": bench_report.target_check(means),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "note": "avfr_path builds the call from its pieces (PriorExtractor, SenderModel, proto KeypointEncoder/"
+                "Decoder, ReceiverModel); switch it to avfr.sender.Encoder / avfr.receiver.Decoder when they exist.",
+    }
+    if not evaluator or evaluator.embedder is None:
+        report["id_dist_note"] = f"id_dist is null: {report['identity']}"
+    report["plots"] = [p.name for p in bench_report.plot_curves(means, out)]
+    (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=str))
+    (out / "report.md").write_text(bench_report.markdown(report))
+    print(f"wrote {out / 'report.md'} ({len(results)} clips, {len(rows)} rows)")
+    for line in report["target_check"]:
+        print("  " + line)
+    return 0

@@ -1,0 +1,399 @@
+"""``avfr-codec call | send | receive``: a video call with the codec over real WebRTC (aiortc).
+
+- ``call``: both peers in this process over loopback (ICE host candidates 127.0.0.1 only, DTLS, SCTP).
+- ``receive`` / ``send``: the two peers as two processes (or machines); the receiver runs a one-shot
+  signaling server (127.0.0.1:8765 by default) that the sender connects to.
+
+Nothing here talks to STUN or any host but the ones given: ICE servers are empty, and host candidates are
+127.0.0.1 unless ``--host-ip`` names an address explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``call``, ``send`` and ``receive`` to the ``avfr-codec`` parser."""
+    call = subparsers.add_parser(
+        "call", help="a two-peer call in this process over loopback WebRTC",
+        description="Send a clip (or the camera) through the codec to a receiver in the same process over "
+        "real aiortc (ICE host candidates on 127.0.0.1 only, DTLS, SCTP; no STUN).")
+    _sender_args(call)
+    _receiver_args(call)
+    call.add_argument("--no-realtime", dest="realtime", action="store_false",
+                      help="do not pace the sender at 25 fps; decide frames by arrival order only "
+                      "(deterministic frame count; for slow machines and tests)")
+    call.add_argument("--loss", type=float, default=0.0, help="drop this share of media packets (test)")
+    call.add_argument("--jitter-ms", type=float, default=0.0, help="delay media packets by up to this (test)")
+    call.set_defaults(func=_call)
+
+    send = subparsers.add_parser("send", help="the calling peer (connects to `avfr-codec receive`)")
+    _sender_args(send)
+    send.add_argument("--connect", default="127.0.0.1:8765", metavar="HOST:PORT", help="receiver's signaling")
+    send.add_argument("--host-ip", default=None, help="ICE host candidate address (default 127.0.0.1; "
+                      "set it to this machine's LAN address to call another machine)")
+    send.set_defaults(func=_send)
+
+    receive = subparsers.add_parser("receive", help="the answering peer (waits for `avfr-codec send`)")
+    _receiver_args(receive)
+    receive.add_argument("--listen", default="127.0.0.1:8765", metavar="HOST:PORT", help="signaling address")
+    receive.add_argument("--host-ip", default=None, help="ICE host candidate address (default 127.0.0.1)")
+    receive.add_argument("--timeout-s", type=float, default=None, help="give up when no sender comes")
+    receive.set_defaults(func=_receive)
+
+
+def _sender_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", type=Path, default=None, help="clip to send (default: camera + microphone)")
+    p.add_argument("--audio", type=Path, default=None, help="speech for --video (default: <video>.wav or its track)")
+    p.add_argument("--source", type=Path, default=None, help="source image (default: the first frame)")
+    p.add_argument("--frames", type=int, default=None, help="send at most this many frames")
+    p.add_argument("--causal", action="store_true", help="causal audio window (no 100 ms look-ahead)")
+    p.add_argument("--audio-kbps", type=float, default=12.0, help="Opus bitrate, 6..16 (default 12)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per graph")
+    p.add_argument("--quiet", action="store_true", help="no live stats line")
+
+
+def _receiver_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=None, help="write the received call to this mp4 (with audio)")
+    p.add_argument("--show", action="store_true", help="show the received call in a window")
+    if not any(a.dest == "threads" for a in p._actions):
+        p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per graph")
+        p.add_argument("--quiet", action="store_true", help="no live stats line")
+
+
+# --- the call as a library function (tests and benchmarks use it) ------------------------------------
+
+
+@dataclass
+class CallResult:
+    """What a loopback call produced.
+
+    Attributes:
+        frames: received frames in order (empty unless keep_frames).
+        encoder: the sender's Encoder stats; decoder: the receiver's Decoder stats; link: SenderLinkStats.
+        messages: every (channel, bytes) the receiver got, in arrival order (when record_messages).
+        frame_times: frame index -> perf_counter when it came out of the generator.
+        arrival_s: frame index -> perf_counter when its keypoint packet arrived (DecoderConfig.timing).
+        candidates: the ICE candidate lines of both session descriptions (all on 127.0.0.1).
+        replica: (frame index, RGB) of the sender's last drift-check picture (what it expects the far end
+            to show for that frame).
+        wall_s: call duration from the channels opening to the last frame.
+        setup_s: time to connect (offer/answer, ICE, DTLS, SCTP).
+    """
+
+    frames: list = field(default_factory=list)
+    encoder: object = None
+    decoder: object = None
+    link: object = None
+    messages: list = field(default_factory=list)
+    frame_times: dict = field(default_factory=dict)
+    arrival_s: dict = field(default_factory=dict)
+    candidates: list = field(default_factory=list)
+    replica: tuple | None = None
+    wall_s: float = 0.0
+    setup_s: float = 0.0
+
+
+def _load_source(path: Path | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    from avfr.sender.source import decode_source_image
+
+    if not path.exists():
+        raise FileNotFoundError(f"source image not found: {path}")
+    return decode_source_image(path.read_bytes())
+
+
+def _open_source(args: argparse.Namespace):
+    from avfr.sender.track import CameraSource, DeviceError, FileSource
+
+    if args.video is not None:
+        if not args.video.exists():
+            raise FileNotFoundError(f"video not found: {args.video}")
+        return FileSource(args.video, args.audio, args.frames)
+    try:
+        return CameraSource()
+    except DeviceError as exc:
+        from avfr.cli import CliError
+
+        raise CliError(str(exc)) from exc
+
+
+async def loopback_call(frames_source, source_rgb: np.ndarray | None = None, *, encoder_config=None,
+                        decoder_config=None, impairment=None, realtime: bool = False,
+                        keep_frames: bool = True, record_messages: bool = False, on_frame=None,
+                        stats_every_s: float = 0.0, timeout_s: float | None = None,
+                        receiver_model=None) -> CallResult:
+    """Run both peers in this process over loopback WebRTC.
+
+    Args:
+        frames_source: iterable of avfr.sender.track.CapturedFrame (e.g. FileSource).
+        source_rgb: uint8 (256, 256, 3) source image (None: the first frame).
+        encoder_config, decoder_config: EncoderConfig / DecoderConfig (defaults when None).
+        impairment: avfr.sender.track.Impairment for the media channel.
+        realtime: pace the sender at 25 fps and play out on the wall clock (else arrival-order decisions).
+        keep_frames: keep every ReceivedFrame in the result.
+        record_messages: keep every received message (for offline replays).
+        on_frame: callback(ReceivedFrame) on the event loop (mp4 writer, window, ...).
+        stats_every_s: print a live stats line to stderr this often (0: never).
+        timeout_s: give up after this long.
+        receiver_model: the receiver's CallModel (default: the same shipped model as the sender).
+
+    Returns:
+        CallResult.
+
+    Raises:
+        CallRefusedError: the receiver refused the Hello.
+        TimeoutError: not done within timeout_s.
+    """
+    from avfr.receiver import Decoder, DecoderConfig
+    from avfr.receiver.track import ReceivingPeer
+    from avfr.sender import Encoder, EncoderConfig
+    from avfr.sender.model import load_call_model
+    from avfr.sender.peer import LOOPBACK, connect_in_process, create_channels, host_candidates, new_peer_connection
+    from avfr.sender.track import SendingPeer
+
+    model = load_call_model()
+    encoder = Encoder(encoder_config or EncoderConfig(), model)
+    dconf = decoder_config or DecoderConfig(realtime=realtime)
+    decoder = Decoder(dconf, receiver_model or model)
+    result = CallResult()
+    with host_candidates([LOOPBACK]):
+        pc_send, pc_recv = new_peer_connection(), new_peer_connection()
+        control, media = create_channels(pc_send)
+        receiving = ReceivingPeer(decoder, pc_recv, record_messages=record_messages)
+        if keep_frames:
+            receiving.frames_out.append(result.frames.append)
+        if on_frame is not None:
+            receiving.frames_out.append(on_frame)
+        sending = SendingPeer(encoder, control, media, impairment)
+        t0 = time.perf_counter()
+        stats_task = None
+        try:
+            await connect_in_process(pc_send, pc_recv)
+            result.setup_s = time.perf_counter() - t0
+            result.candidates = [line for pc in (pc_send, pc_recv) for line in pc.localDescription.sdp.splitlines()
+                                 if line.startswith("a=candidate")]
+            if stats_every_s > 0:
+                stats_task = asyncio.get_running_loop().create_task(
+                    _stats_loop(stats_every_s, encoder, decoder, sending, receiving))
+            t1 = time.perf_counter()
+            await asyncio.wait_for(_run_both(sending, receiving, frames_source, source_rgb, realtime), timeout_s)
+            result.wall_s = time.perf_counter() - t1
+        finally:
+            if stats_task is not None:
+                stats_task.cancel()
+            sending.close()
+            receiving.close()
+            await pc_send.close()
+            await pc_recv.close()
+    result.encoder, result.decoder, result.link = encoder.stats, decoder.stats, sending.stats
+    result.messages = receiving.messages
+    result.frame_times = receiving.frame_times
+    result.arrival_s = decoder.arrival_s
+    result.replica = encoder.last_replica
+    return result
+
+
+class CallRefusedError(RuntimeError):
+    """The receiving peer refused the sender's Hello (unknown model, other weights, parameters)."""
+
+
+async def _run_both(sending, receiving, frames_source, source_rgb, realtime: bool) -> None:
+    await sending.run(frames_source, source_rgb, realtime=realtime)
+    if sending.encoder.stopped:
+        raise CallRefusedError(f"the receiver refused the call: {sending.encoder.stats.refused}")
+    await receiving.wait()
+
+
+def stats_line(encoder_stats, decoder_stats, link, frame_times: dict, elapsed_s: float) -> str:
+    """One human-readable line: output fps, kbit/s per stream (per second of media), latency of the newest
+    frame (capture -> out), drops, concealed frames and source refreshes."""
+    frames = decoder_stats.frames_out
+    fps = frames / elapsed_s if elapsed_s > 0 else 0.0
+    media_s = max(decoder_stats.frames_decided / 25.0, 1e-9)  # kbit/s of media time (also when not realtime)
+    kp_kbps = 8 * decoder_stats.keypoint_bytes / media_s / 1000
+    audio_kbps = 8 * decoder_stats.audio_bytes / media_s / 1000
+    latency = ""
+    if link is not None and frame_times:
+        last = max(frame_times)
+        if last in link.capture_s:
+            latency = f" | latency {1000 * (frame_times[last] - link.capture_s[last]):.0f} ms"
+    refreshes = encoder_stats.refreshes if encoder_stats is not None else 0
+    return (f"fps {fps:5.1f} | keypoints {kp_kbps:4.2f} kbit/s | audio {audio_kbps:5.2f} kbit/s{latency} | "
+            f"lost {decoder_stats.lost} late {decoder_stats.dropped_late} malformed "
+            f"{decoder_stats.dropped_malformed} concealed {decoder_stats.concealed} skipped "
+            f"{decoder_stats.render_skipped} | delay {decoder_stats.delay_ms:.0f} ms | refreshes {refreshes}")
+
+
+async def _stats_loop(every_s: float, encoder, decoder, sending, receiving) -> None:
+    t0 = time.perf_counter()
+    while True:
+        await asyncio.sleep(every_s)
+        line = stats_line(encoder.stats if encoder else None, decoder.stats,
+                          sending.stats if sending else None, receiving.frame_times, time.perf_counter() - t0)
+        print("\r" + line, end="", file=sys.stderr, flush=True)
+
+
+def _outputs(args: argparse.Namespace):
+    """Frame callbacks for --out / --show and a closer."""
+    callbacks, closers = [], []
+    if args.out is not None:
+        from avfr.receiver.output import Mp4Writer
+
+        writer = Mp4Writer(args.out)
+        callbacks.append(writer.write)
+        closers.append(writer.close)
+    if args.show:
+        from avfr.receiver.output import Window
+
+        try:
+            window = Window()
+        except RuntimeError as exc:
+            from avfr.cli import CliError
+
+            raise CliError(str(exc)) from exc
+        callbacks.append(window.show)
+        closers.append(window.close)
+
+    def on_frame(frame) -> None:
+        for cb in callbacks:
+            cb(frame)
+
+    def close() -> None:
+        for c in closers:
+            c()
+
+    return on_frame, close
+
+
+def _encoder_config(args: argparse.Namespace):
+    from avfr.sender import EncoderConfig
+
+    if not 6.0 <= args.audio_kbps <= 16.0:
+        raise ValueError(f"--audio-kbps must be in 6..16, got {args.audio_kbps}")
+    return EncoderConfig(causal_window=args.causal, audio_bitrate_bps=int(args.audio_kbps * 1000),
+                         threads=args.threads)
+
+
+def _call(args: argparse.Namespace) -> int:
+    from avfr.receiver import DecoderConfig
+    from avfr.sender.track import Impairment
+
+    source_rgb = _load_source(args.source)
+    frames = _open_source(args)
+    on_frame, close = _outputs(args)
+    impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
+    try:
+        result = _run_call(loopback_call(
+            frames, source_rgb, encoder_config=_encoder_config(args),
+            decoder_config=DecoderConfig(threads=args.threads, realtime=args.realtime),
+            impairment=impairment, realtime=args.realtime, keep_frames=False, on_frame=on_frame,
+            stats_every_s=0.0 if args.quiet else 1.0))
+    finally:
+        close()
+    line = stats_line(result.encoder, result.decoder, result.link, result.frame_times, result.wall_s)
+    print(("\r" if not args.quiet else "") + line, file=sys.stderr)
+    print(f"call: {result.decoder.frames_out} frames in {result.wall_s:.1f} s, connected in "
+          f"{1000 * result.setup_s:.0f} ms (offer/answer)" + (f", written to {args.out}" if args.out else ""))
+    return 0
+
+
+def _run_call(coro):
+    """asyncio.run, with a refused call as a user-facing error."""
+    try:
+        return asyncio.run(coro)
+    except CallRefusedError as exc:
+        from avfr.cli import CliError
+
+        raise CliError(str(exc)) from exc
+
+
+def _send(args: argparse.Namespace) -> int:
+    source_rgb = _load_source(args.source)
+    frames = _open_source(args)
+    host, port = _parse(args.connect)
+    stats = asyncio.run(_send_async(frames, source_rgb, host, port, args))
+    print(f"send: {stats.frames} frames, {stats.media_bytes} media bytes, {stats.control_bytes} control bytes")
+    return 0
+
+
+def _parse(text: str) -> tuple[str, int]:
+    from avfr.sender.peer import parse_host_port
+
+    return parse_host_port(text)
+
+
+async def _send_async(frames, source_rgb, host: str, port: int, args: argparse.Namespace):
+    from avfr.sender import Encoder
+    from avfr.sender.peer import LOOPBACK, call_signaling, create_channels, host_candidates, new_peer_connection
+    from avfr.sender.track import SendingPeer
+
+    encoder = Encoder(_encoder_config(args))
+    with host_candidates([args.host_ip or LOOPBACK]):
+        pc = new_peer_connection()
+        control, media = create_channels(pc)
+        sending = SendingPeer(encoder, control, media)
+        try:
+            await call_signaling(pc, host, port)
+            stats = await sending.run(frames, source_rgb, realtime=True)
+            if encoder.stopped:
+                from avfr.cli import CliError
+
+                raise CliError(f"the receiver refused the call: {encoder.stats.refused}")
+            await asyncio.sleep(0.5)  # let the end anchor reach the receiver
+        finally:
+            sending.close()
+            await pc.close()
+    return stats
+
+
+def _receive(args: argparse.Namespace) -> int:
+    host, port = _parse(args.listen)
+    on_frame, close = _outputs(args)
+    try:
+        stats = asyncio.run(_receive_async(host, port, args, on_frame))
+    finally:
+        close()
+    print(f"\nreceive: {stats.frames_out} frames" + (f", written to {args.out}" if args.out else ""))
+    return 0
+
+
+async def _receive_async(host: str, port: int, args: argparse.Namespace, on_frame):
+    from avfr.receiver import Decoder, DecoderConfig
+    from avfr.receiver.track import ReceivingPeer
+    from avfr.sender.peer import LOOPBACK, host_candidates, new_peer_connection, serve_signaling
+
+    decoder = Decoder(DecoderConfig(threads=args.threads, realtime=True))
+    with host_candidates([args.host_ip or LOOPBACK]):
+        pc = new_peer_connection()
+        receiving = ReceivingPeer(decoder, pc)
+        receiving.frames_out.append(on_frame)
+        stats_task = None
+        try:
+            await serve_signaling(pc, host, port, args.timeout_s)
+            if not args.quiet:
+                stats_task = asyncio.get_running_loop().create_task(
+                    _stats_loop(1.0, None, decoder, None, receiving))
+            await receiving.wait()
+            if decoder.refused:
+                from avfr.cli import CliError
+
+                raise CliError(f"refused the call: {decoder.refused}")
+        finally:
+            if stats_task is not None:
+                stats_task.cancel()
+            receiving.close()
+            await pc.close()
+    return decoder.stats

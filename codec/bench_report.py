@@ -1,0 +1,289 @@
+"""Report of ``avfr-codec bench``: report.json, report.md, rate-quality plots, BD-rates.
+
+Rows are flat records (one per clip x codec x operating point); :func:`mean_rows` adds a ``clip: "mean"``
+record per codec x operating point. Anchors are matched per clip by the index of the requested rate, so
+their mean row averages the encodes chosen for one target (its ``kbps`` is the mean achieved rate).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd", "mouth_lmd", "sync_corr", "id_dist", "jitter",
+           "enc_fps", "dec_fps")
+LOWER_IS_BETTER = {"l1", "lmd", "mouth_lmd", "id_dist", "jitter", "lmd_miss"}
+PLOT_METRICS = ("psnr", "ssim", "vmaf", "lmd")
+CODEC_ORDER = ("avfr", "still", "vvc", "vvc-ra", "hevc", "av1")
+CODEC_LABELS = {"avfr": "avfr (keypoints)", "still": "still (0 bits)", "vvc": "H.266 low delay",
+                "vvc-ra": "H.266 random access", "hevc": "H.265 low delay", "av1": "AV1 low delay"}
+
+
+def _mean(values: Sequence[object]) -> float | None:
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    vals = [v for v in vals if math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _group_key(row: dict) -> tuple[str, str]:
+    if "target_kbps" in row:
+        return row["codec"], f"target {row['target_kbps']:g}"
+    return row["codec"], str(row.get("point", ""))
+
+
+def mean_rows(rows: Sequence[dict]) -> list[dict]:
+    """One ``clip: "mean"`` record per codec x operating point (anchors: per requested rate).
+
+    Numbers are means over clips of the per-clip values (None when no clip has the value).
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault(_group_key(row), []).append(row)
+    out = []
+    for (codec, point), members in groups.items():
+        rec: dict = {"clip": "mean", "codec": codec, "point": point, "num_clips": len(members)}
+        keys = [k for k in members[0] if k not in ("clip", "codec", "point", "settings")]
+        for k in keys:
+            if isinstance(members[0][k], bool):
+                rec[k] = any(m.get(k) for m in members)
+            else:
+                rec[k] = _mean([m.get(k) for m in members])
+        if "settings" in members[0]:
+            rec["settings"] = members[0]["settings"]
+        out.append(rec)
+    order = {c: i for i, c in enumerate(CODEC_ORDER)}
+    out.sort(key=lambda r: (order.get(r["codec"], 99), r.get("kbps") or 0.0))
+    return out
+
+
+def bd_rate(rate_a: Sequence[float], quality_a: Sequence[float], rate_b: Sequence[float],
+            quality_b: Sequence[float], higher_is_better: bool = True) -> float | None:
+    """Bjøntegaard delta rate of A against B, percent (negative: A needs fewer bits for the same quality).
+
+    Piecewise-linear interpolation of log-rate over quality (robust with 2-3 points per curve; the cubic fit
+    of the original method needs 4), integrated over the quality range both curves cover.
+
+    Args:
+        rate_a, quality_a: curve A (kbit/s, metric); at least 2 points.
+        rate_b, quality_b: curve B.
+        higher_is_better: False for distances (LMD): the metric is negated.
+
+    Returns:
+        Percent, or None when the quality ranges do not overlap or a curve has < 2 usable points.
+    """
+    def prep(rates: Sequence[float], quals: Sequence[float]) -> tuple[np.ndarray, np.ndarray] | None:
+        pts = [(q if higher_is_better else -q, math.log(r)) for r, q in zip(rates, quals, strict=True)
+               if r is not None and q is not None and r > 0 and math.isfinite(q)]
+        if len(pts) < 2:
+            return None
+        pts.sort()
+        q = np.array([p[0] for p in pts])
+        lr = np.maximum.accumulate(np.array([p[1] for p in pts]))  # monotone hull: more quality, more bits
+        q, keep = np.unique(q, return_index=True)
+        return q, lr[keep]
+
+    a, b = prep(rate_a, quality_a), prep(rate_b, quality_b)
+    if a is None or b is None or len(a[0]) < 2 or len(b[0]) < 2:
+        return None
+    lo, hi = max(a[0][0], b[0][0]), min(a[0][-1], b[0][-1])
+    if not hi > lo:
+        return None
+    grid = np.linspace(lo, hi, 101)
+    diff = np.interp(grid, *a) - np.interp(grid, *b)
+    return float((math.exp(float(np.mean(diff))) - 1.0) * 100.0)
+
+
+def bd_rates(means: Sequence[dict]) -> dict[str, dict[str, float | None]]:
+    """BD-rate of avfr (kbit/s with the source amortised over 5 min) against each anchor, per plot metric."""
+    curves: dict[str, list[dict]] = {}
+    for row in means:
+        curves.setdefault(row["codec"], []).append(row)
+    out: dict[str, dict[str, float | None]] = {}
+    avfr = curves.get("avfr", [])
+    for anchor in ("vvc", "vvc-ra", "hevc", "av1"):
+        if anchor not in curves or not avfr:
+            continue
+        out[anchor] = {}
+        for metric in ("psnr", "ssim", "ms_ssim", "vmaf", "lmd", "mouth_lmd"):
+            out[anchor][metric] = bd_rate(
+                [r.get("kbps_with_source_5min") or r.get("kbps") for r in avfr], [r.get(metric) for r in avfr],
+                [r.get("kbps") for r in curves[anchor]], [r.get(metric) for r in curves[anchor]],
+                higher_is_better=metric not in LOWER_IS_BETTER)
+    return out
+
+
+def floors(results: Sequence[dict], specs: dict) -> dict[str, float | None]:
+    """Mean over clips of each QP-searched anchor's rate at its largest QP (its floor), kbit/s.
+
+    Args:
+        results: per-clip results (their ``searches``: probes as [param, kbps]).
+        specs: ``avfr.codec.anchors.anchor_specs()``.
+    """
+    out: dict[str, float | None] = {}
+    for codec, spec in specs.items():
+        if spec.control != "qp":
+            continue
+        per_clip = {}
+        for res in results:
+            for s in res.get("searches", {}).get(codec, []):
+                for p, k in s["probes"]:
+                    if p == spec.param_max:
+                        per_clip[res["clip"]] = k
+        if per_clip:
+            out[codec] = _mean(list(per_clip.values()))
+    return out
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "inf" if value > 0 else "-"
+        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def plot_curves(means: Sequence[dict], out_dir: Path) -> list[Path]:
+    """kbit/s vs PSNR / SSIM / VMAF / LMD, one line per codec (avfr at its stream rate; still drawn as a level).
+
+    Returns:
+        The PNG paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for metric in PLOT_METRICS:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for codec in CODEC_ORDER:
+            pts = sorted((r["kbps"], r.get(metric)) for r in means if r["codec"] == codec
+                         and r.get(metric) is not None and r.get("kbps") is not None)
+            if not pts:
+                continue
+            if codec == "still":
+                ax.axhline(pts[0][1], color="grey", ls="--", lw=1, label=CODEC_LABELS[codec])
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=CODEC_LABELS.get(codec, codec))
+        ax.set_xscale("log")
+        ax.set_xlabel("video kbit/s (achieved; audio excluded)")
+        ax.set_ylabel(metric.upper() + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"rate_{metric}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def markdown(report: dict) -> str:
+    """report.md text from the report dict."""
+    means = [r for r in report["rows"] if r["clip"] == "mean"]
+    cols = ("codec", "point", "kbps", "psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd", "mouth_lmd", "sync_corr",
+            "id_dist", "jitter", "enc_fps", "dec_fps")
+    lines = [
+        "# avfr-codec bench",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Clips: {len(report['clips'])} ({', '.join(c['clip'] for c in report['clips'])}), "
+        f"{sum(c['duration_s'] for c in report['clips']):.1f} s at 256x256, 25 fps. Same identity: frame 0 is the "
+        "source image, every frame is driven and compared with the original.",
+        "",
+        f"**Audio**: every row carries the same speech ({report['audio']}); the rates below are **video bits "
+        "only**. avfr `kbps` counts every keypoint packet byte; its one-time source image "
+        f"({report['avfr_source']}) is reported apart and amortised over a 5-minute call "
+        "(`kbps_with_source_5min`, used for BD-rates). Anchor rates are achieved (bitstream bytes, no container), "
+        "not requested; `at_floor` marks a target below the encoder's floor (largest QP).",
+        "",
+        "## Mean over clips",
+        "",
+        "| " + " | ".join(cols) + " | at floor |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
+    for r in means:
+        lines.append("| " + " | ".join(_fmt(r.get(c), 2 if c in ("kbps", "psnr", "enc_fps", "dec_fps") else 3)
+                                       for c in cols) + f" | {_fmt(r.get('at_floor', False))} |")
+    lines += ["", "Units: kbps kbit/s; PSNR dB; L1 RGB in [0,1]; LMD / mouth LMD px at 256x256 (mediapipe "
+              "face mesh, mouth = 40 lip points); sync_corr = lip-sync proxy (mouth opening vs speech "
+              "envelope, best of +-4 frames; "
+              f"originals: {_fmt(report['reference_mean'].get('sync_corr'))}); id_dist = {report['identity']}; "
+              f"jitter px/frame^2 (originals: {_fmt(report['reference_mean'].get('jitter'))}).", ""]
+    lines += ["## BD-rate of avfr against each anchor", "",
+              "Percent bits avfr needs relative to the anchor for equal quality (negative = fewer); '-' where the "
+              "curves do not overlap in quality.", "",
+              "| anchor | " + " | ".join(("psnr", "ssim", "ms_ssim", "vmaf", "lmd", "mouth_lmd")) + " |",
+              "|---|---|---|---|---|---|---|"]
+    for anchor, vals in report["bd_rate_pct"].items():
+        lines.append(f"| {anchor} | " + " | ".join(_fmt(v, 1) for v in vals.values()) + " |")
+    lines += ["", "Anchor floors (rate at the largest QP, mean over clips, kbit/s): " + ", ".join(
+        f"{c} {_fmt(v, 2)}" for c, v in report.get("anchor_floors_kbps", {}).items()) + ".", ""]
+    lines += ["", "## Target check", ""] + [f"- {t}" for t in report["target_check"]]
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
+    lines += ["", "## Anchor flags", ""]
+    for name, flags in report["anchor_flags"].items():
+        lines.append(f"- `{name}`: `{flags}`")
+    if report.get("cross_rows"):
+        lines += ["", "## Cross identity (no-reference metrics)", "",
+                  "| clip | codec | id_dist | motion_lmd | sync_corr | jitter |", "|---|---|---|---|---|---|"]
+        for r in report["cross_rows"]:
+            lines.append(f"| {r['clip']} | {r['codec']} | {_fmt(r.get('id_dist'))} | {_fmt(r.get('motion_lmd'))} | "
+                         f"{_fmt(r.get('sync_corr'))} | {_fmt(r.get('jitter'))} |")
+    lines += ["", "## Per clip", "", "| clip | codec | point | kbps | psnr | vmaf | lmd | mouth_lmd |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        if r["clip"] != "mean":
+            lines.append(f"| {r['clip']} | {r['codec']} | {r['point']} | {_fmt(r.get('kbps'), 2)} | "
+                         f"{_fmt(r.get('psnr'), 2)} | {_fmt(r.get('vmaf'), 1)} | {_fmt(r.get('lmd'))} | "
+                         f"{_fmt(r.get('mouth_lmd'))} |")
+    lines += ["", "## Frame strips", ""] + [f"![{c['clip']}]({c['strip']})" for c in report["clips"]]
+    lines += ["", f"Machine: {report['machine']}. Versions: {json.dumps(report['versions'])}.", ""]
+    return "\n".join(lines)
+
+
+def target_check(means: Sequence[dict]) -> list[str]:
+    """The issue's target, checked on the mean rows: avfr at <= 2 kbit/s and at H.266's lowest rate."""
+    notes: list[str] = []
+    avfr = [r for r in means if r["codec"] == "avfr" and r.get("kbps") is not None]
+    vvc = sorted((r for r in means if r["codec"] == "vvc" and r.get("kbps") is not None), key=lambda r: r["kbps"])
+    still = next((r for r in means if r["codec"] == "still"), None)
+    if not avfr:
+        return ["no avfr rows"]
+    low = [r for r in avfr if r["kbps"] <= 2.0] or [min(avfr, key=lambda r: r["kbps"])]
+    best = max(low, key=lambda r: r.get("vmaf") or -1)
+
+    def cmp(a: dict, b: dict, metric: str) -> str:
+        va, vb = a.get(metric), b.get(metric)
+        if va is None or vb is None:
+            return f"{metric} n/a"
+        better = va < vb if metric in LOWER_IS_BETTER else va > vb
+        return f"{metric} {_fmt(va)} vs {_fmt(vb)} ({'avfr better' if better else 'avfr worse'})"
+
+    if vvc:
+        floor = vvc[0]
+        notes.append(f"avfr {best['point']} ({_fmt(best['kbps'], 2)} kbit/s) vs H.266 low delay at its lowest "
+                     f"rate ({_fmt(floor['kbps'], 2)} kbit/s): "
+                     + "; ".join(cmp(best, floor, m) for m in ("lmd", "mouth_lmd", "vmaf")))
+        for metric in ("lmd", "mouth_lmd", "vmaf", "psnr"):
+            catch = next((r for r in vvc if (r.get(metric) is not None and best.get(metric) is not None and
+                          ((r[metric] <= best[metric]) if metric in LOWER_IS_BETTER else (r[metric] >= best[metric])))),
+                         None)
+            notes.append(f"H.266 catches up on {metric} " + (f"at {_fmt(catch['kbps'], 2)} kbit/s" if catch else
+                                                             "nowhere in the measured range"))
+    if still:
+        notes.append(f"avfr {best['point']} vs still: " + "; ".join(
+            cmp(best, still, m) for m in ("psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd", "mouth_lmd", "sync_corr")))
+    return notes

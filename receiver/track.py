@@ -1,0 +1,247 @@
+"""The receiving peer over WebRTC: data channels -> `Decoder` -> aiortc MediaStreamTracks / mp4 / window.
+
+Messages are handled on the event loop (`Decoder.receive`, cheap); the generator runs on one worker thread
+(`Decoder.run_job`), so networking never stalls. Rendered frames come back to the loop and go to every
+`ReceivedVideoTrack` / `ReceivedAudioTrack` (standard aiortc tracks: a conferencing app can forward them
+with ``pc.addTrack``) and to the frame callbacks (mp4 writer, window, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from avfr.codec.audio import SAMPLE_RATE
+from avfr.proto import CONTROL_CHANNEL_LABEL
+from avfr.receiver.decoder import Decoder, FrameJob, ReceivedFrame
+
+__all__ = ["ReceivedVideoTrack", "ReceivedAudioTrack", "ReceivingPeer"]
+
+logger = logging.getLogger(__name__)
+
+VIDEO_CLOCK = fractions.Fraction(1, 90_000)
+AUDIO_CLOCK = fractions.Fraction(1, SAMPLE_RATE)
+_TRACK_QUEUE_FRAMES = 250  # a track nobody reads keeps at most 10 s
+_KEEP_TIMES = 1500  # per-frame timestamps kept for stats (the last minute)
+
+
+class _QueueTrack(MediaStreamTrack):
+    """A track fed from the receiving peer; the oldest items are dropped when nobody reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self.dropped = 0
+
+    def _put(self, item: object) -> None:
+        if self._queue.qsize() >= _TRACK_QUEUE_FRAMES:
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(item)
+
+    async def recv(self):
+        if self.readyState != "live":
+            raise MediaStreamError
+        item = await self._queue.get()
+        if item is None:
+            self.stop()
+            raise MediaStreamError
+        return item
+
+
+class ReceivedVideoTrack(_QueueTrack):
+    """The far end's face as an aiortc video track: av.VideoFrame rgb24 256x256, pts on the 90 kHz clock."""
+
+    kind = "video"
+
+    def put(self, frame: ReceivedFrame) -> None:
+        import av
+
+        video = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
+        video.pts = frame.index * 3600
+        video.time_base = VIDEO_CLOCK
+        self._put(video)
+
+
+class ReceivedAudioTrack(_QueueTrack):
+    """The far end's decoded speech as an aiortc audio track: av.AudioFrame s16 mono 16 kHz, 40 ms each."""
+
+    kind = "audio"
+
+    def put(self, frame: ReceivedFrame) -> None:
+        import av
+
+        pcm = (np.clip(frame.pcm, -1.0, 1.0) * 32767.0).astype(np.int16)[None]
+        audio = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        audio.sample_rate = SAMPLE_RATE
+        audio.pts = frame.index * len(frame.pcm)
+        audio.time_base = AUDIO_CLOCK
+        self._put(audio)
+
+
+class ReceivingPeer:
+    """Feeds a `Decoder` from the data channels of `pc` and renders on a worker thread.
+
+    Args:
+        decoder: the library decoder.
+        pc: the RTCPeerConnection (answering side: the channels arrive by ``datachannel``).
+        record_messages: keep every received (channel, bytes) in arrival order (for offline replays).
+        tick_s: realtime decoders are ticked this often.
+
+    A realtime decoder's worker skips a frame when `max_render_lag_frames` more jobs wait behind it (the
+    generator is slower than real time): counted in ``decoder.stats.render_skipped``.
+    """
+
+    max_render_lag_frames = 2
+
+    def __init__(self, decoder: Decoder, pc, record_messages: bool = False, tick_s: float = 0.01) -> None:
+        self.decoder = decoder
+        self.pc = pc
+        self.record_messages = record_messages
+        self.messages: list[tuple[str, bytes]] = []
+        self.frames_out: list[Callable[[ReceivedFrame], None]] = []
+        self.video_tracks: list[ReceivedVideoTrack] = []
+        self.audio_tracks: list[ReceivedAudioTrack] = []
+        self.control = None
+        self.done = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.frame_times: dict[int, float] = {}  # frame index -> perf_counter when it came out
+        self.error: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
+        self._jobs: queue.Queue = queue.Queue()
+        self._pending_jobs = 0
+        self._tick_s = tick_s
+        self._worker = threading.Thread(target=self._work, name="avfr-generator", daemon=True)
+        self._worker.start()
+        self._ticker = self._loop.create_task(self._tick()) if decoder.config.realtime else None
+        pc.on("datachannel", self._on_channel)
+        pc.on("connectionstatechange", self._on_state)
+
+    def video_track(self) -> ReceivedVideoTrack:
+        """A new video track fed with every frame from now on."""
+        track = ReceivedVideoTrack()
+        self.video_tracks.append(track)
+        return track
+
+    def audio_track(self) -> ReceivedAudioTrack:
+        """A new audio track fed with every frame's speech from now on."""
+        track = ReceivedAudioTrack()
+        self.audio_tracks.append(track)
+        return track
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            self._end_of_call()
+
+    def _on_channel(self, channel) -> None:
+        label = channel.label
+        if label == CONTROL_CHANNEL_LABEL:
+            self.control = channel
+        channel.on("message", lambda data, label=label: self._on_message(label, data))
+        channel.on("close", lambda label=label: self._on_close(label))
+
+    def _on_close(self, label: str) -> None:
+        if label == CONTROL_CHANNEL_LABEL:
+            self._end_of_call()
+
+    def _end_of_call(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            self.decoder.finish()
+            self._dispatch()
+
+    def _on_message(self, label: str, data: bytes | str) -> None:
+        if not isinstance(data, bytes):
+            self.decoder.stats.dropped_malformed += 1
+            return
+        if self.record_messages:
+            self.messages.append((label, data))
+        self.decoder.receive(label, data)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for reply in self.decoder.take_replies():
+            if self.control is not None and self.control.readyState == "open":
+                self.control.send(reply)
+        for job in self.decoder.take_jobs():
+            self._pending_jobs += 1
+            self._jobs.put(job)
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.decoder.finished and self._pending_jobs == 0 and not self.done.is_set():
+            self.done.set()
+            for track in (*self.video_tracks, *self.audio_tracks):
+                track._put(None)
+
+    async def _tick(self) -> None:
+        while not self.done.is_set():
+            await asyncio.sleep(self._tick_s)
+            self.decoder.tick()
+            self._dispatch()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self.decoder.config.realtime and isinstance(job, FrameJob) and \
+                    self._jobs.qsize() >= self.max_render_lag_frames:
+                self._loop.call_soon_threadsafe(self._skipped)  # behind real time: show a newer frame
+                continue
+            try:
+                frame = self.decoder.run_job(job)
+            except Exception as exc:  # noqa: BLE001 - reported to the loop, the call ends
+                logger.exception("generator failed")
+                self._loop.call_soon_threadsafe(self._failed, exc)
+                return
+            self._loop.call_soon_threadsafe(self._deliver, frame)
+
+    def _skipped(self) -> None:
+        self._pending_jobs -= 1
+        self.decoder.stats.render_skipped += 1
+        self._check_done()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = exc
+        self.done.set()
+
+    def _deliver(self, frame: ReceivedFrame | None) -> None:
+        self._pending_jobs -= 1
+        if frame is not None:
+            self.frame_times[frame.index] = time.perf_counter()
+            if len(self.frame_times) > 2 * _KEEP_TIMES:  # bounded over long calls
+                for old in sorted(self.frame_times)[:-_KEEP_TIMES]:
+                    del self.frame_times[old]
+            for track in self.video_tracks:
+                track.put(frame)
+            for track in self.audio_tracks:
+                track.put(frame)
+            for callback in self.frames_out:
+                callback(frame)
+        self._check_done()
+
+    async def wait(self, timeout_s: float | None = None) -> None:
+        """Until every frame of the call was rendered (after the end anchor or the call closed).
+
+        Raises:
+            TimeoutError: not done within timeout_s.
+            RuntimeError: the generator failed.
+        """
+        await asyncio.wait_for(self.done.wait(), timeout_s)
+        if self.error is not None:
+            raise RuntimeError(f"generator failed: {self.error}") from self.error
+
+    def close(self) -> None:
+        """Stop the worker thread and the ticker."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self._jobs.put(None)

@@ -1,0 +1,69 @@
+"""``avfr-codec bench`` end to end on one short real clip at two bitrates (avfr, still, H.266 low delay)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from avfr.cli import main
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLIP = DATA / "clips" / "grid_lwbsza.mp4"
+FRAMES = 20
+
+
+@pytest.mark.slow
+def test_bench_end_to_end(tmp_path: Path) -> None:
+    if not CLIP.exists():
+        pytest.skip(f"../shared/data not found: {CLIP}")
+    from avfr.codec.anchors import anchor_specs, missing_encoders
+    from avfr.codec.quality import ffmpeg_exe
+
+    if missing_encoders([anchor_specs()["vvc"]], ffmpeg_exe()):
+        pytest.skip("the imageio-ffmpeg binary has no libvvenc")
+    out = tmp_path / "report"
+    argv = ["bench", "--clips", str(CLIP), "--bitrate", "20,80", "--codecs", "avfr,vvc", "--avfr-points", "q8",
+            "--max-frames", str(FRAMES), "--max-probes", "2", "--out", str(out), "-q"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "report.md").read_text().startswith("# avfr-codec bench")
+    for name in report["plots"]:
+        assert (out / name).stat().st_size > 0
+    assert (out / report["clips"][0]["strip"]).exists()
+    assert "PicReordering=0" in report["anchor_flags"]["vvc"]
+
+    rows = [r for r in report["rows"] if r["clip"] != "mean"]
+    means = [r for r in report["rows"] if r["clip"] == "mean"]
+    keys = {"codec", "kbps", "psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd", "mouth_lmd", "sync_corr", "id_dist",
+            "enc_fps", "dec_fps"}
+    assert all(keys <= set(r) for r in report["rows"])
+    assert {m["codec"] for m in means} == {"avfr", "still", "vvc"}
+
+    # H.266: two distinct encodes, PSNR rises with the achieved rate
+    vvc = sorted((r for r in rows if r["codec"] == "vvc"), key=lambda r: r["kbps"])
+    assert len(vvc) == 2 and vvc[0]["kbps"] < vvc[1]["kbps"]
+    assert vvc[0]["psnr"] < vvc[1]["psnr"]
+
+    # avfr: the rate is the keypoint packets' bytes over the clip's duration
+    (avfr,) = [r for r in rows if r["codec"] == "avfr"]
+    duration_s = FRAMES / 25
+    assert avfr["num_packets"] == FRAMES and avfr["packet_bytes"] >= 3 * FRAMES
+    assert avfr["kbps"] == pytest.approx(avfr["packet_bytes"] * 8 / duration_s / 1000, abs=1e-4)
+    assert avfr["source_bytes"] > 0
+    (still,) = [r for r in rows if r["codec"] == "still"]
+    assert still["kbps"] == 0.0
+    if report["versions"]["identity"].startswith("dlib"):
+        assert avfr["id_dist"] is not None
+    else:
+        assert avfr["id_dist"] is None and "id_dist is null" in report["id_dist_note"]
+
+    # resumable: a second run reuses the finished clip
+    saved = (out / "clips" / "grid_lwbsza.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "clips" / "grid_lwbsza.json").stat().st_mtime_ns == saved
+
+
+def test_bench_rejects_unknown_codec(tmp_path: Path) -> None:
+    assert main(["bench", "--clips", str(tmp_path), "--codecs", "avfr,h264", "--out", str(tmp_path / "o")]) == 2

@@ -1,0 +1,136 @@
+"""Metric code of the benchmark (avfr.codec.quality): identities, known orderings, synthetic landmarks."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from avfr.codec import quality
+
+RNG = np.random.default_rng(7)
+
+
+def _video(t: int = 3, size: int = 256) -> np.ndarray:
+    """Smooth synthetic RGB video (gradients + a moving disc), uint8 (t, size, size, 3)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    frames = []
+    for k in range(t):
+        img = np.stack([xx, yy, 0.5 + 0.5 * np.sin(6 * xx + k)], -1) * 200 + 20
+        cv2.circle(img, (80 + 10 * k, 128), 40, (250, 60, 60), -1)
+        frames.append(img)
+    return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
+
+
+def _noisy(video: np.ndarray, sigma: float) -> np.ndarray:
+    return np.clip(video + RNG.normal(0, sigma, video.shape), 0, 255).astype(np.uint8)
+
+
+def _blurred(video: np.ndarray, k: int) -> np.ndarray:
+    return np.stack([cv2.GaussianBlur(f, (k, k), 0) for f in video])
+
+
+def test_identical_inputs() -> None:
+    v = _video()
+    assert quality.psnr_db(v, v) == math.inf
+    assert quality.l1(v, v) == 0.0
+    assert quality.ssim(v, v) == pytest.approx(1.0, abs=1e-4)  # float32 maths
+    assert quality.ms_ssim(v, v) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_known_degradations_are_ordered() -> None:
+    v = _video()
+    mild, strong = _noisy(v, 4), _noisy(v, 20)
+    assert quality.psnr_db(mild, v) > quality.psnr_db(strong, v) > 10
+    assert quality.ssim(mild, v) > quality.ssim(strong, v)
+    assert quality.ms_ssim(mild, v) > quality.ms_ssim(strong, v)
+    assert quality.l1(mild, v) < quality.l1(strong, v)
+    light, heavy = _blurred(v, 3), _blurred(v, 15)
+    assert quality.ssim(light, v) > quality.ssim(heavy, v)
+
+
+def test_psnr_known_value() -> None:
+    a = np.zeros((1, 8, 8, 3), np.uint8)
+    b = np.full((1, 8, 8, 3), 51, np.uint8)  # error 0.2 everywhere -> 13.979 dB
+    assert quality.psnr_db(a, b) == pytest.approx(-20 * math.log10(0.2), abs=1e-4)
+    assert quality.l1(a, b) == pytest.approx(0.2, abs=1e-7)
+
+
+def test_shape_mismatch_raises() -> None:
+    with pytest.raises(ValueError):
+        quality.l1(_video(2), _video(3))
+
+
+def test_vmaf_identical_and_ordered() -> None:
+    v = _video(4)
+    same = quality.vmaf(v, v)
+    mild, strong = quality.vmaf(_blurred(v, 3), v), quality.vmaf(_blurred(v, 21), v)
+    assert same > 95
+    assert same >= mild > strong
+
+
+def _face(t: int) -> np.ndarray:
+    """Synthetic (t, 478, 2) landmarks: a fixed cloud with a 100 px tall face (10 -> 152)."""
+    base = RNG.uniform(60, 200, (478, 2)).astype(np.float64)
+    base[quality.FACE_TOP] = (128, 60)
+    base[quality.FACE_BOTTOM] = (128, 160)
+    base[quality.MOUTH_UPPER_INNER] = (128, 140)
+    base[quality.MOUTH_LOWER_INNER] = (128, 142)
+    return np.repeat(base[None], t, 0)
+
+
+def test_landmark_distance_and_miss() -> None:
+    ref = _face(4)
+    assert quality.landmark_distance(ref, ref) == (0.0, 0.0)
+    moved = ref + np.array([3.0, 4.0])
+    assert quality.landmark_distance(moved, ref)[0] == pytest.approx(5.0)
+    moved[1] = np.nan  # a missed face: left out and counted
+    lmd, miss = quality.landmark_distance(moved, ref)
+    assert lmd == pytest.approx(5.0) and miss == pytest.approx(0.25)
+    lips = quality.lip_indices()
+    assert len(lips) == 40 and quality.MOUTH_UPPER_INNER in lips and quality.MOUTH_LOWER_INNER in lips
+    only_lips = ref.copy()
+    only_lips[:, lips] += 2.0
+    assert quality.landmark_distance(only_lips, ref, lips)[0] == pytest.approx(2 * math.sqrt(2))
+    assert quality.landmark_distance(only_lips, ref)[0] < quality.landmark_distance(only_lips, ref, lips)[0]
+
+
+def test_jitter_and_motion() -> None:
+    lm = _face(10)
+    assert quality.landmark_jitter(lm) == 0.0
+    drift = lm + np.arange(10)[:, None, None] * 2.0  # constant velocity: no jitter
+    assert quality.landmark_jitter(drift) == pytest.approx(0.0, abs=1e-9)
+    shake = lm + (np.arange(10) % 2)[:, None, None] * np.array([1.0, 0.0])  # +-1 px alternation: |2| per frame
+    assert quality.landmark_jitter(shake) == pytest.approx(2.0)
+    other = _face(10) + 50.0  # another face doing the same motion
+    assert quality.motion_distance(other + (drift - lm), drift) == pytest.approx(0.0, abs=1e-9)
+    assert quality.motion_distance(other, drift) > 1.0
+
+
+def test_sync_proxy_finds_the_lag() -> None:
+    t, lag = 200, 2
+    signal = np.convolve(RNG.normal(size=t + 20), np.ones(3) / 3, "same")[:t + 20]
+    lm = _face(t)
+    lm[:, quality.MOUTH_LOWER_INNER, 1] = 142 + 5 * (signal[:t] - signal.min())  # lips never cross
+    # audio follows the mouth by `lag` frames; its dB envelope is linear in the signal
+    amp = 0.05 * np.exp(0.5 * np.concatenate([np.zeros(lag), signal[: t - lag]]))
+    pcm = (np.repeat(amp, 640) * np.where(np.arange(t * 640) % 2, 1.0, -1.0)).astype(np.float32)
+    corr, found = quality.sync_proxy(lm, pcm)
+    assert found == lag and corr > 0.9
+    silent, _ = quality.sync_proxy(lm, np.zeros(t * 640, np.float32))
+    assert math.isnan(silent)
+    assert quality.mouth_opening(lm).shape == (t,)
+
+
+def test_identity_backend_reports() -> None:
+    ok, note = quality.identity_backend()
+    assert isinstance(note, str) and note
+    if not ok:
+        with pytest.raises(ImportError):
+            quality.IdentityEmbedder()
+        return
+    emb = quality.IdentityEmbedder()
+    v = _video(2)
+    assert emb.distance([v[0]], v[0]) == pytest.approx(0.0, abs=1e-6)
