@@ -87,6 +87,7 @@ def run_mode(args: argparse.Namespace, causal: bool, loss: bool) -> dict:
         "priors_ms_mean": round(enc.priors_ms / encoded, 1), "keypoints_ms_mean": round(enc.keypoints_ms / encoded, 1),
         "generator_ms_mean": round(dec.generate_ms / max(1, dec.frames_out), 1),
         "sender_held_frames": enc.held_frames,
+        "drift_checks": enc.drift_checks, "drift_check_ms_mean": round(enc.drift_ms / max(1, enc.drift_checks), 1),
         "keypoints_kbps": round(8 * dec.keypoint_bytes / media_s / 1000, 3),
         "audio_kbps": round(8 * dec.audio_bytes / media_s / 1000, 3),
         "source_kbit": round(8 * enc.source_bytes / 1000, 1), "source_refreshes": enc.refreshes,

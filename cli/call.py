@@ -247,14 +247,15 @@ async def _stats_loop(every_s: float, encoder, decoder, sending, receiving) -> N
 
 
 def _outputs(args: argparse.Namespace):
-    """Frame callbacks for --out / --show and a closer."""
+    """Frame callbacks for --out / --show, and a closer (which pads the mp4 to the frames decided)."""
     callbacks, closers = [], []
+    total = {"frames": None}
     if args.out is not None:
         from avfr.receiver.output import Mp4Writer
 
         writer = Mp4Writer(args.out)
         callbacks.append(writer.write)
-        closers.append(writer.close)
+        closers.append(lambda: writer.close(total["frames"]))
     if args.show:
         from avfr.receiver.output import Window
 
@@ -271,7 +272,8 @@ def _outputs(args: argparse.Namespace):
         for cb in callbacks:
             cb(frame)
 
-    def close() -> None:
+    def close(total_frames: int | None = None) -> None:
+        total["frames"] = total_frames
         for c in closers:
             c()
 
@@ -295,6 +297,7 @@ def _call(args: argparse.Namespace) -> int:
     frames = _open_source(args)
     on_frame, close = _outputs(args)
     impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
+    result = None
     try:
         result = _run_call(loopback_call(
             frames, source_rgb, encoder_config=_encoder_config(args),
@@ -302,10 +305,11 @@ def _call(args: argparse.Namespace) -> int:
             impairment=impairment, realtime=args.realtime, keep_frames=False, on_frame=on_frame,
             stats_every_s=0.0 if args.quiet else 1.0))
     finally:
-        close()
+        close(result.decoder.frames_decided if result is not None else None)
     line = stats_line(result.encoder, result.decoder, result.link, result.frame_times, result.wall_s)
     print(("\r" if not args.quiet else "") + line, file=sys.stderr)
-    print(f"call: {result.decoder.frames_out} frames in {result.wall_s:.1f} s, connected in "
+    print(f"call: {result.decoder.frames_decided} frames ({result.decoder.frames_out} rendered) in "
+          f"{result.wall_s:.1f} s, connected in "
           f"{1000 * result.setup_s:.0f} ms (offer/answer)" + (f", written to {args.out}" if args.out else ""))
     return 0
 
@@ -362,11 +366,13 @@ async def _send_async(frames, source_rgb, host: str, port: int, args: argparse.N
 def _receive(args: argparse.Namespace) -> int:
     host, port = _parse(args.listen)
     on_frame, close = _outputs(args)
+    stats = None
     try:
         stats = asyncio.run(_receive_async(host, port, args, on_frame))
     finally:
-        close()
-    print(f"\nreceive: {stats.frames_out} frames" + (f", written to {args.out}" if args.out else ""))
+        close(stats.frames_decided if stats is not None else None)
+    print(f"\nreceive: {stats.frames_decided} frames ({stats.frames_out} rendered)"
+          + (f", written to {args.out}" if args.out else ""))
     return 0
 
 

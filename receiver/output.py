@@ -75,8 +75,15 @@ class Mp4Writer:
             for packet in self._audio.encode(None):
                 self._container.mux(packet)
 
-    def close(self) -> None:
-        """Flush both encoders and close the file."""
+    def close(self, total_frames: int | None = None) -> None:
+        """Flush both encoders and close the file.
+
+        Args:
+            total_frames: pad to this many frames by repeating the last picture (frames the receiver
+                decided but did not render, e.g. at the end of a realtime call).
+        """
+        while total_frames is not None and self._last is not None and self._next < total_frames:
+            self._write_one(self._last.rgb, np.zeros_like(self._last.pcm))
         for packet in self._video.encode(None):
             self._container.mux(packet)
         self._drain_audio(final=True)

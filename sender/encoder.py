@@ -23,12 +23,14 @@ PSNR falls `drift_threshold_db` below its value right after the last source chan
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from avfr.codec.audio import SAMPLES_PER_FRAME, log_mel_window, pcm_window
+from avfr.codec.priors import five_channel
 from avfr.codec.runtime import ReceiverModel, SenderModel
 from avfr.proto import (
     CONTROL_CHANNEL_LABEL,
@@ -72,10 +74,12 @@ class EncoderConfig:
 
     Attributes:
         kp_bits, jac_bits, jac_abs_max: keypoint quantisation. Defaults from benchmarks/bench_quant.py on the
-            trained model's keypoints of the 7 dev clips: 6/6 bits cost 1.85 kbit/s and 1.3 dB PSNR (vs.
-            float keypoints); the proto's 8/5 cost 2.07 kbit/s and 2.45 dB (the jacobians need the bits).
+            trained model's keypoints of the 7 dev clips: 7/6 bits with 0.75-step keypoint hysteresis cost
+            1.93 kbit/s and 1.06 dB PSNR (vs. float keypoints); the proto's 8/5 cost 2.07 kbit/s and
+            2.45 dB (the jacobians need the bits, the keypoints less).
         key_interval_frames: a KEY packet at least this often.
-        kp_hysteresis_steps: keypoint level hysteresis of the keypoint encoder (0.5: plain rounding).
+        kp_hysteresis_steps: keypoint level hysteresis of the keypoint encoder (0.5: plain rounding; 0.75
+            saves 0.07 kbit/s for 0.04 dB at 7/6 bits).
         audio_bitrate_bps: Opus target bitrate, 6000..16000 for speech.
         causal_window: announce the causal (past-only) audio window.
         threads: onnxruntime intra-op threads per graph.
@@ -87,11 +91,11 @@ class EncoderConfig:
         first_seq: seq of the first keypoint packet.
     """
 
-    kp_bits: int = 6
+    kp_bits: int = 7
     jac_bits: int = 6
     jac_abs_max: float = 4.0
     key_interval_frames: int = 100
-    kp_hysteresis_steps: float = 0.5
+    kp_hysteresis_steps: float = 0.75
     audio_bitrate_bps: int = 12_000
     causal_window: bool = False
     threads: int = 1
@@ -266,14 +270,10 @@ class Encoder:
             raise RuntimeError("call Encoder.start() before encode_frame()")
         if self.stopped or self._finished:
             return []
-        import time
-
         t0 = time.perf_counter()
         priors = self.extractor(rgb)
         t1 = time.perf_counter()
         self.stats.priors_ms += 1000 * (t1 - t0)
-        from avfr.codec.priors import five_channel
-
         if priors.face_found or self._last_kp is None:
             kp, jac = self.keypoint_model.keypoints(five_channel(rgb, priors.mesh, priors.mask))
             self.stats.keypoints_ms += 1000 * (time.perf_counter() - t1)
@@ -312,11 +312,11 @@ class Encoder:
         For a sender that fell behind real time: the stream keeps one packet per frame (seq and media clock
         stay regular) while the expensive priors + keypoint graph are skipped.
         """
-        if self._last_kp is None or self.stats.frames == 0:
+        if self._last_sent is None:
             raise RuntimeError("encode_hold() needs an encoded frame before it")
         if self.stopped or self._finished:
             return []
-        kp, jac = self._last_kp
+        _, _, kp, jac = self._last_sent  # dequantised levels: they quantise back to the same levels
         packet = self._kp_encoder.packet(kp, jac, self.frame_ts_90k(index))
         data = encode_keypoints(packet, self.session)
         decoded = self._kp_replica.decode(packet)

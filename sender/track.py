@@ -232,6 +232,8 @@ class SendingPeer:
 
     def _send(self, messages: list[OutMessage]) -> None:
         imp = self.impairment
+        if self.control.readyState != "open" or self.media.readyState != "open":
+            return  # the peer hung up; run() stops at the next frame
         for msg in messages:
             if msg.channel == CONTROL_CHANNEL_LABEL:
                 self.stats.control_bytes += len(msg.data)
@@ -287,6 +289,8 @@ class SendingPeer:
         return out, self._inject(frame.index, frame)
 
     def _send_direct(self, messages: list[OutMessage]) -> None:
+        if self.control.readyState != "open" or self.media.readyState != "open":
+            return
         for msg in messages:
             if msg.channel == CONTROL_CHANNEL_LABEL:
                 self.stats.control_bytes += len(msg.data)
@@ -316,7 +320,7 @@ class SendingPeer:
         self._send(start_messages)
         self.stats.started_s = time.perf_counter()
         frame = first
-        while frame is not end and not self.encoder.stopped:
+        while frame is not end and not self.encoder.stopped and self.control.readyState == "open":
             due = self.stats.started_s + frame.index / 25.0
             if realtime:
                 wait = due - time.perf_counter()

@@ -39,7 +39,7 @@ def test_call_writes_an_mp4_with_audio(tmp_path):
     out = tmp_path / "received.mp4"
     proc = _cli("call", "--video", str(CLIP), "--frames", "10", "--no-realtime", "--quiet", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "call: 10 frames" in proc.stdout
+    assert "call: 10 frames (10 rendered)" in proc.stdout
     streams = _mp4_streams(out)
     assert streams["video"] == 10 and streams["audio"] > 0
 

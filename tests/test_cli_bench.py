@@ -11,7 +11,7 @@ from avfr.cli import main
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "clips" / "grid_lwbsza.mp4"
-FRAMES = 20
+FRAMES = 12
 
 
 @pytest.mark.slow
@@ -24,7 +24,7 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     if missing_encoders([anchor_specs()["vvc"]], ffmpeg_exe()):
         pytest.skip("the imageio-ffmpeg binary has no libvvenc")
     out = tmp_path / "report"
-    argv = ["bench", "--clips", str(CLIP), "--bitrate", "20,80", "--codecs", "avfr,vvc", "--avfr-points", "q8",
+    argv = ["bench", "--clips", str(CLIP), "--bitrate", "30,150", "--codecs", "avfr,vvc", "--avfr-points", "q8",
             "--max-frames", str(FRAMES), "--max-probes", "2", "--out", str(out), "-q"]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())

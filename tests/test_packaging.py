@@ -30,6 +30,8 @@ def test_wheel_holds_only_the_avfr_package(wheel: Path) -> None:
     assert top == {"avfr", next(t for t in top if t.endswith(".dist-info"))}
     for sub in ("proto", "codec", "sender", "receiver", "cli"):
         assert f"avfr/{sub}/__init__.py" in names
+    assert "avfr/models/avfr-small.json" in names  # the shipped weights travel with the package
+    assert "avfr/proto/SPEC.md" in names
     assert not any(n.startswith("avfr/tests/") or n.startswith("avfr/benchmarks/") for n in names)
 
 

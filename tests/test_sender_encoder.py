@@ -137,3 +137,17 @@ def test_missing_camera_gives_a_clear_message():
         pytest.skip("this machine has a camera")
     with pytest.raises(DeviceError, match="no camera"):
         CameraSource()
+
+
+def test_hold_when_behind_real_time(clip, model):
+    from avfr.proto import KeypointDecoder, decode_keypoints
+
+    enc = _encoder(model)
+    enc.start(clip[0])
+    dec = KeypointDecoder(enc.session)
+    first = dec.decode(decode_keypoints(enc.encode_frame(0, clip[0])[0].data, enc.session))
+    held = enc.encode_hold(1)
+    assert len(held) == 1 and len(held[0].data) == 4  # a "not moved" delta
+    again = dec.decode(decode_keypoints(held[0].data, enc.session))
+    np.testing.assert_array_equal(again.kp, first.kp)
+    assert again.ts_90k == 3600 and enc.stats.held_frames == 1
