@@ -172,6 +172,9 @@ def _bench(args: argparse.Namespace) -> int:
         "note": "avfr_path builds the call from its pieces (PriorExtractor, SenderModel, proto KeypointEncoder/"
                 "Decoder, ReceiverModel); switch it to avfr.sender.Encoder / avfr.receiver.Decoder when they exist.",
     }
+    if config.cross and len(clips) < 2:
+        logger.warning("--cross needs at least two clips (the source comes from another clip): skipped")
+        report["cross_note"] = "cross-identity rows skipped: needs at least two clips"
     if not evaluator or evaluator.embedder is None:
         report["id_dist_note"] = f"id_dist is null: {report['identity']}"
     report["plots"] = [p.name for p in bench_report.plot_curves(means, out)]

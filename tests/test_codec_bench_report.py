@@ -43,3 +43,11 @@ def test_mean_rows_groups_by_codec_and_target() -> None:
     avfr = means[("avfr", "q8")]
     assert avfr["kbps"] == 2.0 and avfr["psnr"] == 25.0 and math.isclose(avfr["id_dist"], 0.4)
     assert [m["codec"] for m in bench_report.mean_rows(rows)] == ["avfr", "vvc"]
+
+
+def test_catch_up_interpolates_log_rate() -> None:
+    curve = [{"kbps": 4.0, "vmaf": 10.0, "lmd": 6.0}, {"kbps": 16.0, "vmaf": 70.0, "lmd": 1.0}]
+    assert bench_report.catch_up_kbps(curve, "vmaf", 40.0) == pytest.approx(8.0)
+    assert bench_report.catch_up_kbps(curve, "vmaf", 5.0) == 4.0
+    assert bench_report.catch_up_kbps(curve, "vmaf", 90.0) is None
+    assert bench_report.catch_up_kbps(curve, "lmd", 3.5) == pytest.approx(8.0)  # lower is better

@@ -134,3 +134,13 @@ def test_identity_backend_reports() -> None:
     emb = quality.IdentityEmbedder()
     v = _video(2)
     assert emb.distance([v[0]], v[0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_identity_degrades_without_dlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = quality.importlib.util.find_spec
+    monkeypatch.setattr(quality.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "dlib" else real(name, *a))
+    ok, note = quality.identity_backend()
+    assert not ok and "[bench]" in note
+    with pytest.raises(ImportError, match="dlib"):
+        quality.IdentityEmbedder()
