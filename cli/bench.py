@@ -82,7 +82,8 @@ def _bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from avfr.cli import CliError
-    from avfr.codec import bench, bench_report
+    from avfr.cli import rate_quality as bench
+    from avfr.codec import bench_report
     from avfr.codec.anchors import anchor_specs, missing_encoders
     from avfr.codec.cache import default_cache_dir, load_clips
 
@@ -169,8 +170,8 @@ def _bench(args: argparse.Namespace) -> int:
         "bd_rate_pct": bench_report.bd_rates(means),
         "target_check": bench_report.target_check(means),
         "wall_s": round(time.perf_counter() - started, 1),
-        "note": "avfr_path builds the call from its pieces (PriorExtractor, SenderModel, proto KeypointEncoder/"
-                "Decoder, ReceiverModel); switch it to avfr.sender.Encoder / avfr.receiver.Decoder when they exist.",
+        "note": "avfr rows run the call's own media path (avfr.sender.Encoder -> messages -> avfr.receiver.Decoder, "
+                "no network); video kbit/s counts the keypoint packets on the media channel only.",
     }
     if config.cross and len(clips) < 2:
         logger.warning("--cross needs at least two clips (the source comes from another clip): skipped")

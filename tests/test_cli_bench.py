@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from avfr.cli import main
+from avfr.codec.quality import identity_backend
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "clips" / "grid_lwbsza.mp4"
@@ -54,7 +55,7 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     assert avfr["source_bytes"] > 0
     (still,) = [r for r in rows if r["codec"] == "still"]
     assert still["kbps"] == 0.0
-    if report["versions"]["identity"].startswith("dlib"):
+    if identity_backend()[0]:
         assert avfr["id_dist"] is not None
     else:
         assert avfr["id_dist"] is None and "id_dist is null" in report["id_dist_note"]

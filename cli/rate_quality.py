@@ -2,9 +2,10 @@
 
 Per clip (256x256, 25 fps; frame 0 is the source image, all frames are the driving video):
 
-- ``avfr``: :func:`avfr_path`, the call's media path minus the network: sender priors -> keypoints ->
-  keypoint packets (bytes counted) -> receiver -> frames, with the Opus round-tripped speech driving the
-  generator. One row per operating point (:class:`AvfrPoint`: quantisation, hysteresis, key interval).
+- ``avfr``: :func:`avfr_path`, the call's code minus the network: ``avfr.sender.Encoder`` -> wire messages
+  (keypoint, audio and source-image bytes counted separately) -> ``avfr.receiver.Decoder`` -> frames, the
+  generator driven by the Opus-decoded speech. One row per operating point (:class:`AvfrPoint`: the call's
+  quantisation, hysteresis and key interval; "q7" is the call's default).
 - ``still``: the receiver's decoded source image shown for every frame (zero video bits).
 - anchors (``avfr.codec.anchors``): the encode whose achieved rate is closest to each requested rate.
 
@@ -28,12 +29,13 @@ import cv2
 import numpy as np
 
 from avfr.codec import anchors, quality
-from avfr.codec.audio import clip_log_mel, mel_window, opus_roundtrip
+from avfr.codec.audio import SAMPLES_PER_FRAME
 
 logger = logging.getLogger(__name__)
 
 AUDIO_BITRATE_BPS = 12_000  # Opus speech of every row (not counted in the video rates)
-SOURCE_WEBP_QUALITY = 90
+SOURCE_WEBP_QUALITY = 90  # the call's EncoderConfig.source_quality
+AVFR_PATH_VERSION = 2  # 2: the call's Encoder/Decoder (1: assembled from pieces); part of the resume key
 CALL_SECONDS = 300.0  # the source image is also reported amortised over a 5-minute call
 ID_SAMPLES = 10  # frames per row for the identity embedding (~0.1 s each)
 STRIP_FRAMES = 4
@@ -41,54 +43,68 @@ STRIP_FRAMES = 4
 
 @dataclass(frozen=True)
 class AvfrPoint:
-    """One avfr operating point (keypoint stream settings; the session's quantisation is in its Hello).
+    """One avfr operating point: the call's sender settings that change the keypoint stream.
+
+    The defaults are the call's own (``avfr.sender.EncoderConfig``: 7/6 bits, 0.75-step keypoint hysteresis,
+    a KEY at least every 100 frames); the session's quantisation travels in its Hello.
 
     Attributes:
         name: row label.
-        kp_bits, jac_bits: quantisation bit depths (QuantParams).
-        kp_hysteresis_steps, jac_hysteresis_steps: encoder hysteresis (0.5 = plain rounding).
+        kp_bits, jac_bits: quantisation bit depths (EncoderConfig.kp_bits / jac_bits).
+        kp_hysteresis_steps: keypoint hysteresis of the encoder (0.5 = plain rounding; the call has no
+            jacobian hysteresis).
         key_interval_frames: a KEY packet at least every this many frames (the stream's refresh).
     """
 
     name: str
-    kp_bits: int = 8
-    jac_bits: int = 5
-    kp_hysteresis_steps: float = 0.5
-    jac_hysteresis_steps: float = 0.5
+    kp_bits: int = 7
+    jac_bits: int = 6
+    kp_hysteresis_steps: float = 0.75
     key_interval_frames: int = 100
+
+    def encoder_config(self, threads: int, drift_check: bool = True) -> object:
+        """The ``avfr.sender.EncoderConfig`` of this point (everything else at the call's defaults).
+
+        Args:
+            threads: onnxruntime intra-op threads per graph.
+            drift_check: keep the call's drift check (False: no replica, no automatic source refresh).
+        """
+        from avfr.sender import EncoderConfig
+
+        extra = {} if drift_check else {"drift_check_interval_frames": 0}
+        return EncoderConfig(kp_bits=self.kp_bits, jac_bits=self.jac_bits,
+                             kp_hysteresis_steps=self.kp_hysteresis_steps,
+                             key_interval_frames=self.key_interval_frames, audio_bitrate_bps=AUDIO_BITRATE_BPS,
+                             threads=threads, source_quality=SOURCE_WEBP_QUALITY, **extra)
 
 
 AVFR_POINTS: dict[str, AvfrPoint] = {
-    "q6": AvfrPoint("q6", kp_bits=6, jac_bits=4, kp_hysteresis_steps=1.0, jac_hysteresis_steps=1.0,
-                    key_interval_frames=250),
-    "q7": AvfrPoint("q7", kp_bits=7, jac_bits=4, kp_hysteresis_steps=0.75, jac_hysteresis_steps=0.75,
-                    key_interval_frames=250),
-    "q8": AvfrPoint("q8"),
-    "q10": AvfrPoint("q10", kp_bits=10, jac_bits=6),
+    "q6": AvfrPoint("q6", kp_bits=6, jac_bits=4, kp_hysteresis_steps=1.0, key_interval_frames=250),
+    "q7": AvfrPoint("q7"),  # the call's default
+    "q8": AvfrPoint("q8", kp_bits=8, jac_bits=5, kp_hysteresis_steps=0.5),  # the proto's default quantisation
+    "q10": AvfrPoint("q10", kp_bits=10, jac_bits=6, kp_hysteresis_steps=0.5),
 }
 
 
 @dataclass
 class AvfrModels:
-    """The shipped model's sender and receiver graphs and a prior extractor, loaded once."""
+    """The shipped call model (``avfr.sender.CallModel``) and a prior extractor, loaded once per run."""
 
-    sender: object
-    receiver: object
+    call_model: object
     extractor: object
+    threads: int
     model_name: str
     sha256: dict[str, str]
 
     @classmethod
     def load(cls, threads: int = 2) -> AvfrModels:
-        """Load the shipped ONNX graphs (hashes checked) and mediapipe."""
+        """Load the shipped model (graph hashes are checked when the Encoder/Decoder build their graphs)."""
         from avfr.codec.priors import PriorExtractor
-        from avfr.codec.runtime import ReceiverModel, SenderModel, load_manifest
-        from avfr.codec.weights import shipped_manifest
+        from avfr.sender import load_call_model
 
-        manifest = load_manifest(shipped_manifest())
-        sender = SenderModel(manifest.sender, threads=threads, expected_sha256=manifest.sha256["sender"])
-        receiver = ReceiverModel.from_manifest(manifest, threads=threads)
-        return cls(sender, receiver, PriorExtractor(mesh=True, mask=True), manifest.name, dict(manifest.sha256))
+        model = load_call_model()
+        return cls(model, PriorExtractor(mesh=True, mask=True), threads, model.model_id,
+                   dict(model.manifest.sha256))
 
     def close(self) -> None:
         self.extractor.close()
@@ -96,103 +112,116 @@ class AvfrModels:
 
 @dataclass
 class AvfrOutput:
-    """What :func:`avfr_path` produced for one clip and operating point."""
+    """What :func:`avfr_path` produced for one clip and operating point (bytes are message bytes)."""
 
-    frames: np.ndarray  # uint8 (T, 256, 256, 3)
-    packet_bytes: int  # keypoint packets, every byte on the wire for the video
+    frames: np.ndarray  # uint8 (T, 256, 256, 3), frame i decoded for input frame i
+    packet_bytes: int  # KEYPOINTS_KEY/DELTA messages on the media channel: the video's bits on the wire
     num_packets: int
     num_key_packets: int
-    source_bytes: int  # the one-time WebP source image
-    encode_s: float  # priors + keypoint detector + packet coding
-    decode_s: float  # packet decoding + generator
-
-
-def encode_source_image(rgb: np.ndarray, quality_pct: int = SOURCE_WEBP_QUALITY) -> bytes:
-    """The source image as the call sends it: WebP (cv2) of a uint8 (256, 256, 3) RGB frame."""
-    ok, buf = cv2.imencode(".webp", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_WEBP_QUALITY, int(quality_pct)])
-    if not ok:
-        raise RuntimeError("WebP encoding failed")
-    return buf.tobytes()
-
-
-def decode_source_image(data: bytes) -> np.ndarray:
-    """WebP bytes -> uint8 (H, W, 3) RGB."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError("cannot decode the source image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    source_bytes: int  # SOURCE_CHUNK messages (the WebP source image; again for each drift refresh)
+    encode_s: float  # everything in the Encoder: priors, keypoint graph, packets, Opus, WebP, drift checks
+    decode_s: float  # everything in the Decoder: parsing, jitter buffer, Opus, source priors, generator
+    audio_bytes: int = 0  # AUDIO messages (Opus speech, not counted in the video rate)
+    anchor_bytes: int = 0  # the KEY copies on the control channel (stream start/end anchors)
+    num_source_images: int = 1
+    concealed_frames: int = 0  # should stay 0: the path is lossless
 
 
 def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point: AvfrPoint, models: AvfrModels,
-              sender_cache: dict | None = None, relative: bool = False) -> AvfrOutput:
-    """The call's media path without the network: frames + speech in, receiver frames out, bytes counted.
+              relative: bool = False) -> AvfrOutput:
+    """The call's media path without the network: ``avfr.sender.Encoder`` -> messages -> ``avfr.receiver.Decoder``.
 
-    TODO(lead): switch to ``avfr.sender.Encoder`` / ``avfr.receiver.Decoder`` once they exist; this is the
-    only place that builds the avfr path from the pieces.
+    The same code as a call (loopback with zero delay and no loss): frame i and its 40 ms of speech go into
+    the Encoder, every message it emits goes straight into the Decoder in emission order (arrival-order
+    mode: no wall clock, so the frames are deterministic), and the Decoder's replies (Stats, Refresh) go back
+    to the Encoder. Bytes are counted from the messages by type and channel.
 
     Args:
         frames: uint8 (T, 256, 256, 3) RGB driving video at 25 fps.
-        pcm: float32 (T * 640,) 16 kHz speech (round-tripped through Opus here, as the receiver hears it).
-        source_rgb: uint8 (256, 256, 3) source image (sent once as WebP; the receiver uses the decoded one).
+        pcm: float32 (T * 640,) 16 kHz speech (the Encoder codes it with Opus; the Decoder's generator hears
+            the decoded speech).
+        source_rgb: uint8 (256, 256, 3) source image (sent as WebP by ``Encoder.start``).
         point: operating point.
-        models: loaded graphs.
-        sender_cache: dict reused across operating points of one clip: the sender's keypoints (float, before
-            quantisation) and their time are computed once.
-        relative: cross-identity: FOMM relative motion against the first received frame.
+        models: the loaded call model and prior extractor.
+        relative: cross-identity: the Decoder's relative motion (against the first received keypoints); the
+            sender's drift check is off (its replica has no relative motion, and a refresh would send the
+            driver's face).
 
     Returns:
-        Frames, bytes and timings.
+        Frames (aligned 1:1 with `frames`), bytes and timings.
+
+    Raises:
+        RuntimeError: the Decoder did not return exactly one frame per input frame.
     """
-    from avfr.codec.priors import five_channel
-    from avfr.codec.runtime import relative_motion
-    from avfr.proto import KeypointDecoder, KeypointEncoder, QuantParams, Session
+    from avfr.proto import CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL, MessageType, peek_type
+    from avfr.receiver import Decoder, DecoderConfig
+    from avfr.sender import Encoder
 
-    session = Session(num_kp=models.sender.num_kp, quant=QuantParams(point.kp_bits, point.jac_bits),
-                      key_interval_frames=point.key_interval_frames)
-    cache = sender_cache if sender_cache is not None else {}
-    if "kp" not in cache:
-        start = time.perf_counter()
-        kps, jacs = [], []
-        for rgb in frames:
-            rgb = np.ascontiguousarray(rgb)
-            pri = models.extractor(rgb)
-            kp, jac = models.sender.keypoints(five_channel(rgb, pri.mesh, pri.mask))
-            kps.append(kp)
-            jacs.append(jac)
-        cache.update(kp=np.stack(kps), jac=np.stack(jacs), sender_s=time.perf_counter() - start)
-    start = time.perf_counter()
-    encoder = KeypointEncoder(session, kp_hysteresis_steps=point.kp_hysteresis_steps,
-                              jac_hysteresis_steps=point.jac_hysteresis_steps)
-    packets = [encoder.encode(kp, jac, (i * session.ts_step_90k) % (1 << 32))
-               for i, (kp, jac) in enumerate(zip(cache["kp"], cache["jac"], strict=True))]
-    encode_s = cache["sender_s"] + time.perf_counter() - start
-    source_bytes = encode_source_image(source_rgb)
+    num_frames = len(frames)
+    pcm = np.asarray(pcm, np.float32).reshape(-1)
+    encoder = Encoder(point.encoder_config(models.threads, drift_check=not relative), models.call_model,
+                      models.extractor)
+    decoder = Decoder(DecoderConfig(threads=models.threads, relative_motion=relative), models.call_model)
+    out = np.empty((num_frames, *frames.shape[1:]), np.uint8)
+    got = np.zeros(num_frames, bool)
+    counts = {"kp": 0, "key": 0, "kp_bytes": 0, "audio": 0, "source": 0, "anchor": 0, "concealed": 0}
+    times = {"enc": 0.0, "dec": 0.0}
 
-    # Receiver.
-    heard = opus_roundtrip(np.asarray(pcm, np.float32), AUDIO_BITRATE_BPS)
-    mel = clip_log_mel(heard)  # (80, 4T + 29)
-    start = time.perf_counter()
-    src = decode_source_image(source_bytes)
-    pri = models.extractor(src)
-    models.receiver.set_source(five_channel(src, pri.mesh, pri.mask))
-    decoder = KeypointDecoder(session)
-    out = np.empty_like(frames)
-    first = None
-    num_key = 0
-    for i, data in enumerate(packets):
-        got = decoder.decode_bytes(data)
-        if got is None:
-            raise RuntimeError(f"packet {i} could not be decoded on a lossless path")
-        num_key += int(got.key)
-        kp, jac = got.kp, got.jac
-        if relative:
-            first = first or (kp, jac)
-            kp_s, jac_s = models.receiver.source_keypoints
-            kp, jac = relative_motion(kp, jac, first[0], first[1], kp_s, jac_s)
-        out[i] = models.receiver.frame(kp, jac, mel_window(mel, i))
-    decode_s = time.perf_counter() - start
-    return AvfrOutput(out, sum(len(p) for p in packets), len(packets), num_key, len(source_bytes), encode_s, decode_s)
+    def take(received: list) -> None:
+        for frame in received:
+            if not 0 <= frame.index < num_frames or got[frame.index]:
+                raise RuntimeError(f"the Decoder returned frame {frame.index} unexpectedly ({num_frames} frames)")
+            out[frame.index], got[frame.index] = frame.rgb, True
+            counts["concealed"] += int(frame.concealed)
+
+    def send(make: Callable[[], list]) -> None:
+        t0 = time.perf_counter()
+        messages = make()
+        t1 = time.perf_counter()
+        received = []
+        for msg in messages:
+            kind = peek_type(msg.data)
+            if kind in (MessageType.KEYPOINTS_KEY, MessageType.KEYPOINTS_DELTA):
+                if msg.channel == MEDIA_CHANNEL_LABEL:
+                    counts["kp"] += 1
+                    counts["key"] += int(kind == MessageType.KEYPOINTS_KEY)
+                    counts["kp_bytes"] += len(msg.data)
+                elif msg.channel == CONTROL_CHANNEL_LABEL:
+                    counts["anchor"] += len(msg.data)
+            elif kind == MessageType.AUDIO:
+                counts["audio"] += len(msg.data)
+            elif kind == MessageType.SOURCE_CHUNK:
+                counts["source"] += len(msg.data)
+            received += decoder.push(msg.channel, msg.data, now_s=0.0)
+        replies = decoder.take_replies()
+        t2 = time.perf_counter()
+        for reply in replies:
+            encoder.on_control(reply)
+        times["enc"] += t1 - t0 + time.perf_counter() - t2
+        times["dec"] += t2 - t1
+        take(received)
+
+    send(lambda: encoder.start(np.ascontiguousarray(source_rgb)))
+    for i in range(num_frames):
+        chunk = pcm[i * SAMPLES_PER_FRAME : (i + 1) * SAMPLES_PER_FRAME]
+        if len(chunk) < SAMPLES_PER_FRAME:
+            chunk = np.pad(chunk, (0, SAMPLES_PER_FRAME - len(chunk)))
+        send(lambda i=i, chunk=chunk: encoder.encode_frame(i, np.ascontiguousarray(frames[i]))
+             + encoder.encode_audio(chunk))
+    send(encoder.finish)
+    t0 = time.perf_counter()
+    decoder.finish()
+    received = decoder.drain()
+    times["dec"] += time.perf_counter() - t0
+    take(received)
+    if not got.all():
+        raise RuntimeError(f"the Decoder returned {int(got.sum())} of {num_frames} frames "
+                           f"(first missing: {int(np.argmin(got))})")
+    if encoder.stopped:
+        raise RuntimeError(f"the Decoder refused the call: {encoder.stats.refused}")
+    return AvfrOutput(out, counts["kp_bytes"], counts["kp"], counts["key"], counts["source"], times["enc"],
+                      times["dec"], audio_bytes=counts["audio"], anchor_bytes=counts["anchor"],
+                      num_source_images=encoder.stats.source_images, concealed_frames=counts["concealed"])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -267,7 +296,8 @@ class BenchConfig:
     identity: bool = True
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        keyed = {**asdict(self), "avfr_path_version": AVFR_PATH_VERSION}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _probe_cached(spec: anchors.AnchorSpec, frames: np.ndarray, work: Path, ffmpeg: str
@@ -324,28 +354,31 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels, evalu
 
     ref_sync, ref_lag = quality.sync_proxy(ref_lm, pcm)
     # still: the decoded source image, every frame
-    src_decoded = decode_source_image(encode_source_image(source))
+    from avfr.sender.source import decode_source_image, encode_source_image
+
+    src_decoded = decode_source_image(encode_source_image(source, SOURCE_WEBP_QUALITY))  # what the Decoder holds
     add("still", "source", np.repeat(src_decoded[None], n, 0), 0.0, None, None)
     tick("still")
 
     cross_rows: list[dict] = []
     if "avfr" in config.codecs:
-        cache: dict = {}
         for name in config.avfr_points:
             point = AVFR_POINTS[name]
-            res = avfr_path(frames, pcm, source, point, models, cache)
+            res = avfr_path(frames, pcm, source, point, models)
             kbps = res.packet_bytes * 8 / duration_s / 1000
             src_kbps = res.source_bytes * 8 / CALL_SECONDS / 1000
             add("avfr", name, res.frames, kbps, n / res.encode_s, n / res.decode_s,
                 packet_bytes=res.packet_bytes, num_packets=res.num_packets, num_key_packets=res.num_key_packets,
                 source_bytes=res.source_bytes, source_kbps_5min=src_kbps, kbps_with_source_5min=kbps + src_kbps,
+                source_images=res.num_source_images, audio_kbps=res.audio_bytes * 8 / duration_s / 1000,
+                concealed_frames=res.concealed_frames,
                 settings=json.dumps(asdict(point)))
             if "avfr" not in shown or name == "q8":
                 shown["avfr"], shown["avfr_kbps"] = res.frames, kbps
             tick(f"avfr {name}")
         if config.cross and cross_source is not None:
             name = "q8" if "q8" in config.avfr_points else config.avfr_points[0]
-            res = avfr_path(frames, pcm, cross_source, AVFR_POINTS[name], models, cache, relative=True)
+            res = avfr_path(frames, pcm, cross_source, AVFR_POINTS[name], models, relative=True)
             metrics = evaluator.no_reference(res.frames, ref_lm, pcm, cross_source)
             still_metrics = evaluator.no_reference(np.repeat(cross_source[None], n, 0), ref_lm, pcm, cross_source)
             for codec, m in (("avfr", metrics), ("still", still_metrics)):
