@@ -18,6 +18,13 @@ decodes, the source image it holds, the mel window of the Opus-decoded speech it
 is coded). Without loss this is bit-exactly the far end's picture (`last_replica`). It measures the PSNR
 of that picture against the camera frame and re-sends a fresh source image (the current frame) when the
 PSNR falls `drift_threshold_db` below its value right after the last source change.
+
+Rate control (`KeypointRateController`, encoder-only: the wire format and the Hello do not change): the
+bytes of the last second of keypoint packets (keys included) are summed; above 90 % of
+`keypoint_budget_bps` the encoder coarsens one level (more keypoint/jacobian hysteresis, at the top level
+every other frame repeats the last sent levels as a 4-byte packet), below 85 % for a whole window it
+refines one level again. Keypoint hysteresis alone barely moves the rate (the jacobians take most of the
+bits; 1.5 steps even cost more than 0.75 on edtalk_expr), so the levels raise the jacobian hysteresis too.
 """
 
 from __future__ import annotations
@@ -60,12 +67,20 @@ from avfr.sender.model import CallModel, load_call_model
 from avfr.sender.opus import OPUS_FRAME_SAMPLES, OpusDecoder, OpusEncoder
 from avfr.sender.source import SOURCE_FORMAT, decode_source_image, encode_source_image, source_input
 
-__all__ = ["EncoderConfig", "EncoderStats", "OutMessage", "Encoder", "psnr_db"]
+__all__ = ["EncoderConfig", "EncoderStats", "OutMessage", "Encoder", "KeypointRateController", "RATE_LEVELS",
+           "psnr_db"]
 
 logger = logging.getLogger(__name__)
 
 TS_STEP_AUDIO_90K = 1800  # 20 ms
 DRIFT_LAG_FRAMES = 4  # the drift check renders the frame 160 ms back, once its whole audio window was coded
+# Rate-control levels, coarser and coarser: (keypoint hysteresis, jacobian hysteresis, hold every n-th frame
+# (0: none)). Level 0's keypoint hysteresis is EncoderConfig.kp_hysteresis_steps (a level never goes below
+# it). Measured on the 7 dev clips' keypoints at 7/6 bits (kbit/s, fixed level): 0.75/0.5 1.93 mean,
+# 2.18 edtalk_expr; 0.75/0.75 1.70, 1.97; 1.0/1.0 1.60, 1.89; holding every other frame is the last resort
+# for the most expressive seconds (the 2 s peak of edtalk_expr is 2.2 kbit/s even at 1.0/1.0).
+RATE_LEVELS: tuple[tuple[float, float, int], ...] = (
+    (0.75, 0.5, 0), (0.75, 0.625, 0), (0.75, 0.75, 0), (1.0, 1.0, 0), (1.0, 1.0, 2))
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,10 @@ class EncoderConfig:
             2.45 dB (the jacobians need the bits, the keypoints less).
         key_interval_frames: a KEY packet at least this often.
         kp_hysteresis_steps: keypoint level hysteresis of the keypoint encoder (0.5: plain rounding; 0.75
-            saves 0.07 kbit/s for 0.04 dB at 7/6 bits).
+            saves 0.07 kbit/s for 0.04 dB at 7/6 bits); the rate controller's level 0.
+        keypoint_budget_bps: keypoint stream budget of the rate controller (0: off, the stream is coded
+            at kp_hysteresis_steps throughout). See `KeypointRateController`.
+        rate_window_packets: keypoint packets in the rate controller's sliding window (25 = 1 s).
         audio_bitrate_bps: Opus target bitrate, 6000..16000 for speech.
         causal_window: announce the causal (past-only) audio window.
         threads: onnxruntime intra-op threads per graph.
@@ -96,6 +114,8 @@ class EncoderConfig:
     jac_abs_max: float = 4.0
     key_interval_frames: int = 100
     kp_hysteresis_steps: float = 0.75
+    keypoint_budget_bps: int = 2000
+    rate_window_packets: int = 25
     audio_bitrate_bps: int = 12_000
     causal_window: bool = False
     threads: int = 1
@@ -116,6 +136,11 @@ class EncoderStats:
     held_frames: int = 0  # frames sent as holds because the sender was behind real time
     keypoint_packets: int = 0
     keypoint_bytes: int = 0
+    kp_hysteresis_steps: float = float("nan")  # rate control: hysteresis of the next packet, in steps
+    jac_hysteresis_steps: float = float("nan")
+    rate_level: int = 0  # rate control: index into RATE_LEVELS (0: finest)
+    rate_held_frames: int = 0  # frames the rate control sent as repeats of the last levels
+    keypoint_window_bps: float = 0.0  # keypoint bits of the last rate window, per second
     audio_packets: int = 0
     audio_bytes: int = 0
     source_images: int = 0
@@ -136,6 +161,78 @@ class OutMessage:
 
     channel: str
     data: bytes = field(repr=False)
+
+
+class KeypointRateController:
+    """Keeps a keypoint stream under a bit budget by coarsening the keypoint encoder (no wire change).
+
+    Per frame: `prepare(encoder, frame_number)` sets the encoder's hysteresis for the current level and
+    says whether to repeat the last sent levels (a 4-byte "not moved" delta) instead of the new keypoints;
+    `update(nbytes)` then records the packet's size. Over `window_packets` packets (keys included):
+    rate > raise_fraction x budget -> one level coarser (at most every `raise_hold_packets` packets, so one
+    change can show before the next); rate < lower_fraction x budget for a whole window since the last
+    change -> one level finer.
+
+    Args:
+        budget_bps: keypoint stream budget in bit/s (0: off, level 0 throughout).
+        kp_hysteresis_steps: keypoint hysteresis of level 0 (no level goes below it).
+        fps: packets per second.
+        window_packets: packets in the sliding window.
+        levels: (kp hysteresis, jac hysteresis, hold every n-th frame or 0) per level, finest first.
+        raise_fraction, lower_fraction: thresholds as fractions of the budget.
+        raise_hold_packets: packets between two raises.
+
+    Raises:
+        ValueError: a negative budget, an empty window or no levels.
+    """
+
+    def __init__(self, budget_bps: int, kp_hysteresis_steps: float = 0.75, fps: int = 25,
+                 window_packets: int = 25, levels: tuple[tuple[float, float, int], ...] = RATE_LEVELS,
+                 raise_fraction: float = 0.9, lower_fraction: float = 0.85, raise_hold_packets: int = 3) -> None:
+        if budget_bps < 0 or window_packets < 1 or not levels:
+            raise ValueError(f"bad rate control: budget_bps={budget_bps}, window_packets={window_packets}, "
+                             f"{len(levels)} levels")
+        self.budget_bps = budget_bps
+        self.fps = fps
+        self.levels = ((kp_hysteresis_steps, *levels[0][1:]),
+                       *((max(kp, kp_hysteresis_steps), jac, every) for kp, jac, every in levels[1:]))
+        self.raise_fraction = raise_fraction
+        self.lower_fraction = lower_fraction
+        self.raise_hold_packets = raise_hold_packets
+        self._window: deque[int] = deque(maxlen=window_packets)
+        self._window_bytes = 0
+        self._since_change = 0
+        self.level = 0
+
+    @property
+    def window_bps(self) -> float:
+        """Bits of the last `window_packets` packets, per second (fewer packets so far count as zeros)."""
+        return self._window_bytes * 8 * self.fps / self._window.maxlen
+
+    def prepare(self, encoder: KeypointEncoder, frame_number: int) -> bool:
+        """Set `encoder`'s hysteresis for the current level; True: repeat the last sent levels this frame."""
+        kp, jac, every = self.levels[self.level]
+        encoder.kp_hysteresis_steps, encoder.jac_hysteresis_steps = kp, jac
+        return every > 1 and frame_number % every != 0
+
+    def update(self, nbytes: int) -> None:
+        """Record one keypoint packet of `nbytes` bytes and adapt the level."""
+        if len(self._window) == self._window.maxlen:
+            self._window_bytes -= self._window[0]
+        self._window.append(nbytes)
+        self._window_bytes += nbytes
+        self._since_change += 1
+        if not self.budget_bps:
+            return
+        rate = self.window_bps
+        if (rate > self.raise_fraction * self.budget_bps and self.level < len(self.levels) - 1
+                and self._since_change >= self.raise_hold_packets):
+            self.level += 1
+            self._since_change = 0
+        elif (rate < self.lower_fraction * self.budget_bps and self.level > 0
+              and self._since_change >= self._window.maxlen):
+            self.level -= 1
+            self._since_change = 0
 
 
 def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
@@ -181,6 +278,8 @@ class Encoder:
         self.extractor = extractor
         self._kp_encoder = KeypointEncoder(self.session, cfg.first_seq, kp_hysteresis_steps=cfg.kp_hysteresis_steps)
         self._kp_replica = KeypointDecoder(self.session)  # what the far end decodes
+        self._rate = KeypointRateController(cfg.keypoint_budget_bps, cfg.kp_hysteresis_steps,
+                                            fps=self.hello.fps, window_packets=cfg.rate_window_packets)
         self._opus = OpusEncoder(cfg.audio_bitrate_bps)
         self._audio_seq = 0
         self._audio_packets = 0
@@ -200,6 +299,7 @@ class Encoder:
         self._finished = False
         self.stopped = False  # the peer refused the call (Error): send nothing more
         self.stats = EncoderStats()
+        self._update_rate_stats()
 
     # --- call set-up -------------------------------------------------------------------------------
 
@@ -286,6 +386,9 @@ class Encoder:
             self.stats.no_face_frames += 1
         out: list[OutMessage] = []
         ts = self.frame_ts_90k(index)
+        if self._rate.prepare(self._kp_encoder, self.stats.frames) and self._last_sent is not None:
+            kp, jac = self._last_sent[2], self._last_sent[3]  # over budget: repeat the last levels
+            self.stats.rate_held_frames += 1
         packet = self._kp_encoder.packet(np.asarray(kp, np.float32), np.asarray(jac, np.float32), ts)
         data = encode_keypoints(packet, self.session)
         decoded = self._kp_replica.decode(packet)
@@ -294,8 +397,7 @@ class Encoder:
         if self.stats.frames == 0:
             out.append(OutMessage(CONTROL_CHANNEL_LABEL, data))  # start anchor (see module docstring)
         self.stats.frames += 1
-        self.stats.keypoint_packets += 1
-        self.stats.keypoint_bytes += len(data)
+        self._count_keypoint_packet(len(data))
         if self._replica is not None:
             self._recent.append((index, rgb, decoded.kp, decoded.jac, priors.face_found))
         if self._pending_source:
@@ -317,15 +419,27 @@ class Encoder:
         if self.stopped or self._finished:
             return []
         _, _, kp, jac = self._last_sent  # dequantised levels: they quantise back to the same levels
+        self._rate.prepare(self._kp_encoder, self.stats.frames)
         packet = self._kp_encoder.packet(kp, jac, self.frame_ts_90k(index))
         data = encode_keypoints(packet, self.session)
         decoded = self._kp_replica.decode(packet)
         self._last_sent = (packet.seq, decoded.ts_90k, decoded.kp, decoded.jac)
         self.stats.frames += 1
         self.stats.held_frames += 1
-        self.stats.keypoint_packets += 1
-        self.stats.keypoint_bytes += len(data)
+        self._count_keypoint_packet(len(data))
         return [OutMessage(MEDIA_CHANNEL_LABEL, data)]
+
+    def _count_keypoint_packet(self, nbytes: int) -> None:
+        self.stats.keypoint_packets += 1
+        self.stats.keypoint_bytes += nbytes
+        self._rate.update(nbytes)
+        self._update_rate_stats()
+
+    def _update_rate_stats(self) -> None:
+        kp, jac, _ = self._rate.levels[self._rate.level]
+        self.stats.kp_hysteresis_steps, self.stats.jac_hysteresis_steps = kp, jac
+        self.stats.rate_level = self._rate.level
+        self.stats.keypoint_window_bps = self._rate.window_bps
 
     def _drift_due(self, index: int) -> bool:
         n = self.config.drift_check_interval_frames

@@ -151,3 +151,132 @@ def test_hold_when_behind_real_time(clip, model):
     again = dec.decode(decode_keypoints(held[0].data, enc.session))
     np.testing.assert_array_equal(again.kp, first.kp)
     assert again.ts_90k == 3600 and enc.stats.held_frames == 1
+
+
+# --- keypoint rate control -------------------------------------------------------------------------------
+
+EXPRESSIVE_CLIP = "edtalk_expr"  # the dev clip with the most keypoint motion (2.2 kbit/s without rate control)
+EXPRESSIVE_FRAMES = 150
+BUDGET_BPS = 2000
+
+
+class _Recorder:
+    """Wraps a callable object's method and records its results (replayed in order by `_Replay`)."""
+
+    def __init__(self, target, method: str) -> None:
+        self.target, self.method, self.results = target, method, []
+
+    def __call__(self, *args):
+        result = getattr(self.target, self.method)(*args)
+        self.results.append(result)
+        return result
+
+    def keypoints(self, x):
+        return self(x)
+
+
+class _Replay:
+    def __init__(self, results) -> None:
+        self._it = iter(results)
+
+    def __call__(self, *args):
+        return next(self._it)
+
+    def keypoints(self, x):
+        return next(self._it)
+
+
+def _run(enc, frames):
+    """Encode `frames`; returns the keypoint packets' bytes of the media channel, one per frame."""
+    enc.start(frames[0])
+    media = []
+    for i, rgb in enumerate(frames):
+        media += [m.data for m in enc.encode_frame(i, rgb) if m.channel == MEDIA_CHANNEL_LABEL]
+    return media
+
+
+@pytest.fixture(scope="module")
+def expressive(model):
+    """(frames, priors, keypoints, media packets) of a budget-0 run on the first frames of EXPRESSIVE_CLIP."""
+    from avfr.codec.priors import PriorExtractor
+    from avfr.codec.video import VideoReader
+
+    video = DATA / "clips" / f"{EXPRESSIVE_CLIP}.mp4"
+    if not video.exists():
+        pytest.skip(f"../shared/data not found: {video}")
+    frames = []
+    for i, rgb in enumerate(VideoReader(video)):
+        if i >= EXPRESSIVE_FRAMES:
+            break
+        frames.append(rgb)
+    extractor = PriorExtractor()
+    try:
+        priors = _Recorder(extractor, "__call__")
+        enc = _encoder(model, keypoint_budget_bps=0)
+        enc.extractor = priors
+        keypoints = _Recorder(enc.keypoint_model, "keypoints")
+        enc.keypoint_model = keypoints
+        media = _run(enc, frames)
+    finally:
+        extractor.close()
+    assert enc.stats.no_face_frames == 0 and enc.stats.rate_level == 0
+    return frames, priors.results, keypoints.results, media
+
+
+def test_rate_controller_levels():
+    from avfr.proto import KeypointEncoder, Session
+    from avfr.sender.encoder import RATE_LEVELS, KeypointRateController
+
+    enc = KeypointEncoder(Session())
+    rate = KeypointRateController(BUDGET_BPS, 0.75)
+    for _ in range(100):  # 20 B = 4 kbit/s
+        rate.prepare(enc, 0)
+        rate.update(20)
+    assert rate.level == len(RATE_LEVELS) - 1 and rate.window_bps == 4000
+    assert rate.prepare(enc, 1) and not rate.prepare(enc, 2)  # the top level repeats every other frame
+    assert enc.jac_hysteresis_steps == RATE_LEVELS[-1][1]
+    for _ in range(25 * len(RATE_LEVELS)):  # 4 B = 800 bit/s: back to level 0, one level per window
+        rate.prepare(enc, 0)
+        rate.update(4)
+    assert rate.level == 0
+    rate.prepare(enc, 1)
+    assert (enc.kp_hysteresis_steps, enc.jac_hysteresis_steps) == (0.75, 0.5)
+    off = KeypointRateController(0, 0.75)
+    for _ in range(100):
+        off.update(50)
+    assert off.level == 0 and off.window_bps == 10_000
+
+
+def test_budget_off_is_the_plain_keypoint_encoder(expressive, model):
+    from avfr.proto import KeypointEncoder, encode_keypoints
+
+    frames, _, keypoints, media = expressive
+    enc = _encoder(model, keypoint_budget_bps=0)
+    plain = KeypointEncoder(enc.session, kp_hysteresis_steps=enc.config.kp_hysteresis_steps)
+    expected = [encode_keypoints(plain.packet(np.asarray(kp, np.float32), np.asarray(jac, np.float32), 3600 * i),
+                                 enc.session) for i, (kp, jac) in enumerate(keypoints)]
+    assert media == expected
+
+
+def test_budget_holds_on_the_expressive_clip(expressive, model):
+    from avfr.proto import KeypointDecoder, decode_keypoints
+
+    frames, priors, keypoints, plain = expressive
+    enc = _encoder(model, keypoint_budget_bps=BUDGET_BPS)
+    enc.extractor = _Replay(priors)  # the same frames' priors and keypoints as the budget-0 run
+    enc.keypoint_model = _Replay(keypoints)
+    media = _run(enc, frames)
+    n = len(frames)
+    assert len(media) == n == enc.stats.keypoint_packets
+    sizes = np.array([len(d) for d in media])
+    windows = [8 * int(sizes[a:a + 50].sum()) / 2 for a in range(25, n - 49)]  # every full 2 s window after 1 s
+    plain_windows = [8 * sum(len(d) for d in plain[a:a + 50]) / 2 for a in range(25, n - 49)]
+    assert max(plain_windows) > BUDGET_BPS  # the clip needs the rate control
+    assert max(windows) <= BUDGET_BPS, max(windows)
+    assert enc.stats.rate_level > 0 or enc.stats.rate_held_frames > 0
+    assert enc.stats.kp_hysteresis_steps >= 0.75 and enc.stats.jac_hysteresis_steps >= 0.5
+    dec = KeypointDecoder(enc.session)
+    decoded = [dec.decode(decode_keypoints(d, enc.session)) for d in media]
+    assert len(decoded) == n and all(k is not None and k.exact for k in decoded)
+    assert [k.seq for k in decoded] == list(range(n)) and dec.broken == 0
+    np.testing.assert_array_equal(decoded[-1].kp, enc._last_sent[2])  # the far end decodes what the sender holds
