@@ -150,7 +150,8 @@ def _bench(args: argparse.Namespace) -> int:
     ref = [res["reference"] for res in results]
     avfr_src = [r["source_bytes"] for r in rows if r["codec"] == "avfr" and r.get("source_bytes")]
     report = {
-        "command": "avfr-codec " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
+        "command": "avfr-codec bench " + shlex.join(sys.argv[sys.argv.index("bench") + 1:] if "bench" in sys.argv
+                                                    else sys.argv[1:]),
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},
         "audio": f"Opus {bench.AUDIO_BITRATE_BPS // 1000} kbit/s, 16 kHz mono, 20 ms frames",
         "avfr_source": (f"WebP q{bench.SOURCE_WEBP_QUALITY}, mean {np.mean(avfr_src) / 1000:.1f} kB = "
