@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--codecs", default="avfr,vvc,vvc-ra,hevc,av1",
                    help="avfr and anchors among vvc (H.266 low delay), vvc-ra (H.266 random access), hevc, av1 "
                    "(default: all); the still row is always made")
-    p.add_argument("--avfr-points", default="q6,q8,q10", help="avfr operating points (q6, q7, q8, q10)")
+    p.add_argument("--avfr-points", default="q6,q7,q8,q10",
+                   help="avfr operating points (q6, q7 = the call default, q8, q10)")
     p.add_argument("--cross", action="store_true", help="also cross-identity reenactment (no-reference metrics)")
     p.add_argument("--out", metavar="REPORT_DIR", type=Path, required=True, help="report folder")
     p.add_argument("--split", default=None, help="only clips of this split (with a manifest: train, dev)")
