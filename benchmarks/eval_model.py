@@ -31,15 +31,9 @@ from avfr.codec.audio import clip_log_mel, mel_window, opus_roundtrip
 from avfr.codec.cache import ClipArrays, load_clips
 from avfr.codec.metrics import pixel_metrics
 from avfr.codec.priors import PriorExtractor, five_channel
+from avfr.codec.quality import landmark_distance, lip_indices
 from avfr.codec.runtime import ReceiverModel, SenderModel, load_manifest
 from avfr.codec.weights import shipped_manifest
-
-
-def lip_indices() -> np.ndarray:
-    """Indices of mediapipe's lip landmarks (40 of 478)."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
-
-    return np.array(sorted({i for edge in FACEMESH_LIPS for i in edge}))
 
 
 def evaluate_clip(clip: ClipArrays, sender: SenderModel, receiver: ReceiverModel, extractor: PriorExtractor,
@@ -66,12 +60,12 @@ def evaluate_clip(clip: ClipArrays, sender: SenderModel, receiver: ReceiverModel
         for name, rgb in outs.items():
             gen = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
             l1, psnr, ssim = pixel_metrics(gen, ref)
-            lm, n_faces = extractor.face_landmarks(rgb)
-            d = np.linalg.norm(lm - clip.landmarks[i], axis=-1) if n_faces else np.full(478, np.nan)
+            lm = extractor.face_landmarks(rgb)[0][None]  # (1, 478, 2), NaN when no face
+            ref_lm = clip.landmarks[i][None]
             for key, val in (("l1", l1), ("psnr", psnr), ("ssim", ssim)):
                 rows[name][key].append(float(val[0]))
-            rows[name]["lmd"].append(float(d.mean()))
-            rows[name]["mouth_lmd"].append(float(d[lips].mean()))
+            rows[name]["lmd"].append(landmark_distance(lm, ref_lm)[0])
+            rows[name]["mouth_lmd"].append(landmark_distance(lm, ref_lm, lips)[0])
         pairs.append((drv_rgb, outs["model"]))
     return rows, pairs
 
