@@ -16,7 +16,8 @@ import sys
 import avfr
 
 # Subcommand modules, in the order ``--help`` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ("avfr.cli.data", "avfr.cli.train", "avfr.cli.bench", "avfr.cli.call")
+_COMMAND_MODULES: tuple[str, ...] = ("avfr.cli.data", "avfr.cli.train", "avfr.cli.export", "avfr.cli.bench",
+                                     "avfr.cli.call")
 
 
 class CliError(Exception):

@@ -46,6 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also validate every N steps (default: only at checkpoints)")
     p.add_argument("--val-frames", type=int, default=None, metavar="N",
                    help="driving frames validated per dev clip (default: 16)")
+    p.add_argument("--schedule", choices=("multistep", "cosine", "constant"), default=None,
+                   help="learning-rate schedule after the warm-up (default: multistep)")
+    p.add_argument("--init", metavar="CKPT", default=None,
+                   help="start a new run from this training checkpoint's weights (fine-tuning)")
+    p.add_argument("--mouth-l1", type=float, default=None, metavar="W",
+                   help="weight of an extra L1 term inside the driving mouth box (default: 0, off)")
+    p.add_argument("--freeze-detector", action="store_true",
+                   help="keep the keypoint detector fixed (no equivariance terms; the sender graph is unchanged)")
     p.add_argument("--no-audio", action="store_true", help="ablation: no audio encoders, silent mel")
     p.add_argument("--no-priors", action="store_true", help="ablation: zero mesh and mask channels")
     p.add_argument("--no-augment", action="store_true", help="no flip/colour/affine/Opus augmentation")
@@ -96,6 +104,8 @@ def _train(args: argparse.Namespace) -> int:
         "val_every": args.val_every, "val_max_per_clip": args.val_frames, "use_audio": not args.no_audio,
         "use_priors": not args.no_priors, "augment": not args.no_augment, "causal": args.causal,
         "amp": args.amp, "compile": args.compile, "num_threads": args.threads, "seed": args.seed,
+        "schedule": args.schedule, "init_from": args.init, "mouth_l1": args.mouth_l1,
+        "freeze_detector": args.freeze_detector or None,
     }
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not args.resume and (args.out / LAST_CKPT).exists():

@@ -55,6 +55,7 @@ class LossWeights:
     equivariance_kp: float = 10.0
     equivariance_jac: float = 10.0
     warp_l1: float = 1.0  # auxiliary: pixel-warped source vs driving at 64 / 32 px
+    mouth_l1: float = 0.0  # auxiliary: L1 inside the driving frame's mouth box (needs boxes; 0 = off)
     pyramid_levels: int = 4  # 256, 128, 64, 32 px
     sigma_affine: float = 0.05  # std of the random affine transform for equivariance
 
@@ -115,6 +116,33 @@ def multiscale_l1(x: Tensor, y: Tensor, levels: int = 4) -> Tensor:
     return torch.stack([(a - b).abs().mean() for a, b in zip(px, py, strict=True)]).mean()
 
 
+def box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
+    """Rectangles as masks.
+
+    Args:
+        boxes: (B, 4) (x0, y0, x1, y1) in [-1, 1] grid coordinates (align_corners=False).
+        height, width: mask size in px.
+
+    Returns:
+        float32 (B, 1, height, width): 1 at pixels whose centre lies in the box, else 0.
+    """
+    xs = (torch.arange(width, device=boxes.device, dtype=torch.float32) + 0.5) / width * 2 - 1  # (W,)
+    ys = (torch.arange(height, device=boxes.device, dtype=torch.float32) + 0.5) / height * 2 - 1  # (H,)
+    b = boxes.float()
+    in_x = (xs[None, :] >= b[:, 0:1]) & (xs[None, :] <= b[:, 2:3])  # (B, W)
+    in_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] <= b[:, 3:4])  # (B, H)
+    return (in_y[:, :, None] & in_x[:, None, :]).float()[:, None]
+
+
+def masked_l1(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+    """Mean absolute error over the masked pixels (all channels). x, y (B, C, H, W), mask (B, 1, H, W) -> scalar.
+
+    Zero when the mask is empty.
+    """
+    num = ((x.float() - y.float()).abs() * mask).sum()
+    return num / (mask.sum() * x.shape[1]).clamp_min(1.0)
+
+
 def equivariance_losses(
     model: AvfrModel, driving: Tensor, kp: Tensor, jac: Tensor, sigma: float
 ) -> tuple[Tensor, Tensor]:
@@ -172,7 +200,7 @@ class GeneratorLoss(nn.Module):
         self.weights = weights
 
     def forward(
-        self, source: Tensor, driving: Tensor, mel: Tensor
+        self, source: Tensor, driving: Tensor, mel: Tensor, mouth_box: Tensor | None = None
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One generator pass + losses.
 
@@ -180,6 +208,8 @@ class GeneratorLoss(nn.Module):
             source: (B, 5, 256, 256) in [0, 1].
             driving: (B, 5, 256, 256) in [0, 1].
             mel: (B, 1, 80, 19) log-mel window of the driving frame.
+            mouth_box: (B, 4) mouth boxes of the driving frames (``TrainSet.sample_with_mouth``); the
+                ``mouth_l1`` term is computed only when it is given and its weight is > 0.
 
         Returns:
             total (scalar), generated (B, 3, 256, 256) in (0, 1) (with grad), terms: detached scalars by name
@@ -200,6 +230,10 @@ class GeneratorLoss(nn.Module):
             tp = image_pyramid(target, 4)[2:]
             terms["warp_l1"] = torch.stack([(a - b).abs().mean() for a, b in zip(wp, tp, strict=True)]).mean()
             total = total + w.warp_l1 * terms["warp_l1"]
+        if w.mouth_l1 > 0 and mouth_box is not None:
+            mask = box_mask(mouth_box, image.shape[-2], image.shape[-1])
+            terms["mouth_l1"] = masked_l1(image, target, mask)
+            total = total + w.mouth_l1 * terms["mouth_l1"]
         if w.equivariance_kp > 0 or w.equivariance_jac > 0:
             eq_kp, eq_jac = equivariance_losses(self.model, driving, kp_d, jac_d, w.sigma_affine)
             terms["eq_kp"] = eq_kp

@@ -94,6 +94,9 @@ class TrainConfig:
     use_audio: bool = True
     use_priors: bool = True
     augment: bool = True
+    mouth_l1: float = 0.0  # weight of the auxiliary mouth-box L1 term (0: the paper's terms only)
+    freeze_detector: bool = False  # keypoint detector fixed (eval mode, no equivariance): the sender graph stays
+    init_from: str = ""  # a new run starts from this checkpoint's G and D weights (fine-tuning)
     time_limit_min: float = 0.0  # stop cleanly (checkpoint written) before this wall-clock budget; 0 = none
 
     def __post_init__(self) -> None:
@@ -165,11 +168,14 @@ def build_networks(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     return AvfrModel(model_cfg), MultiScaleDiscriminator(model_cfg.discriminator)
 
 
-def _build_losses(model: nn.Module, disc: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
+def _build_losses(model: nn.Module, disc: nn.Module, mouth_l1: float = 0.0, equivariance: bool = True
+                  ) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Generator loss without GAN term (warm-up), with it, and the discriminator loss."""
     from avfr.codec.losses import DiscriminatorLoss, GeneratorLoss, LossWeights
 
-    weights = LossWeights()
+    weights = LossWeights(mouth_l1=mouth_l1)
+    if not equivariance:
+        weights = dataclasses.replace(weights, equivariance_kp=0.0, equivariance_jac=0.0)
     no_gan = dataclasses.replace(weights, gan=0.0, feature_matching=0.0)  # no discriminator in the warm-up
     return GeneratorLoss(model, disc, no_gan), GeneratorLoss(model, disc, weights), DiscriminatorLoss(disc)
 
@@ -367,7 +373,10 @@ class _Trainer:
         if self.memory_format is torch.channels_last:
             self.model.to(memory_format=torch.channels_last)
             self.disc.to(memory_format=torch.channels_last)
-        self.g_loss_warm, self.g_loss_gan, self.d_loss = _build_losses(self.model, self.disc)
+        self.g_loss_warm, self.g_loss_gan, self.d_loss = _build_losses(self.model, self.disc, cfg.mouth_l1,
+                                                                   equivariance=not cfg.freeze_detector)
+        if cfg.freeze_detector:
+            self.model.kp_detector.requires_grad_(False)
         for m in (self.g_loss_warm, self.g_loss_gan, self.d_loss):
             m.to(self.device)
         if cfg.compile and cuda:
@@ -421,6 +430,29 @@ class _Trainer:
         self.best_psnr = float(ckpt["best_psnr_db"])
         _set_rng_state(ckpt["rng"], self.device, self.trainset)
 
+    def train_mode(self) -> None:
+        """Both networks in training mode, except a frozen detector (its BatchNorm statistics stay fixed)."""
+        self.model.train()
+        if self.cfg.freeze_detector:
+            self.model.kp_detector.eval()
+        self.disc.train()
+
+    def init_weights(self, path: Path) -> None:
+        """Start from another run's generator and discriminator weights (optimisers and step start fresh).
+
+        Raises:
+            ValueError: the checkpoint is of another model config or ablation.
+        """
+        ckpt = load_checkpoint(path)
+        saved = ckpt["train_config"]
+        for key in ("config", "use_audio", "use_priors"):
+            if saved[key] != getattr(self.cfg, key):
+                raise ValueError(f"--init {path}: trained with {key}={saved[key]}, this run asks "
+                                 f"{getattr(self.cfg, key)}")
+        self.model.load_state_dict(ckpt["model"])
+        self.disc.load_state_dict(ckpt["discriminator"])
+        log.info("initialised from %s (step %d of that run)", path, int(ckpt["step"]))
+
     def checkpoint(self, validate_first: bool, new_best: bool = False) -> None:
         """Validate (optionally), write ckpt-last.pt, and ckpt-best.pt / weights-best.pt on a new best.
 
@@ -446,6 +478,7 @@ class _Trainer:
         assert self.devset is not None
         t = time.perf_counter()
         metrics = validate(self.model, self.devset, self.cfg, self.lmd)
+        self.train_mode()
         self.val_s = time.perf_counter() - t
         self.last_val = metrics
         self.val_log.append({"step": self.step, "wall_s": self.wall_s_before + time.perf_counter() - self.t0,
@@ -465,14 +498,18 @@ class _Trainer:
         for group, base in ((self.opt_g.param_groups, cfg.lr), (self.opt_d.param_groups, cfg.lr_disc)):
             for g in group:
                 g["lr"] = base * lr_factor(cfg, self.step)
-        src, drv, mel = self.trainset.sample(cfg.batch_size)
+        mouth = None
+        if cfg.mouth_l1 > 0:
+            src, drv, mel, mouth = self.trainset.sample_with_mouth(cfg.batch_size)
+        else:
+            src, drv, mel = self.trainset.sample(cfg.batch_size)
         src = src.contiguous(memory_format=self.memory_format)
         drv = drv.contiguous(memory_format=self.memory_format)
         gan_on = self.step >= cfg.gan_warmup_steps
         g_loss = self.g_loss_gan if gan_on else self.g_loss_warm
         self.disc.requires_grad_(False)
         with _autocast(self.device, cfg):
-            total, generated, terms = g_loss(src, drv, mel)
+            total, generated, terms = g_loss(src, drv, mel, mouth)
         self.opt_g.zero_grad(set_to_none=True)
         if not torch.isfinite(total):
             return None
@@ -511,6 +548,8 @@ class _Trainer:
             log.info("resumed %s at step %d", last_path, self.step)
         elif resume:
             log.warning("resume: no %s yet, starting a new run", last_path)
+        if not resumed and cfg.init_from:
+            self.init_weights(Path(cfg.init_from))
         self.loss_log = _CsvLog(self.out_dir / LOG_CSV, self.step if resumed else None)
         self.val_log = _CsvLog(self.out_dir / VAL_CSV, self.step if resumed else None)
         start = self.step
@@ -535,8 +574,7 @@ class _Trainer:
             bar.set_postfix(loss=f"{last_losses.get('g_total', math.nan):.4f}", sps=f"{sps:.2f}")
             sums, counts, interval = {}, {}, [0.0, 0]
 
-        self.model.train()
-        self.disc.train()
+        self.train_mode()
         try:
             while self.step < cfg.steps:
                 if stop_after_steps is not None and self.step - start >= stop_after_steps:

@@ -114,6 +114,14 @@ def opus_log_mels(pcm: np.ndarray, bitrates_bps: Sequence[int]) -> list[np.ndarr
     return [clip_log_mel(opus_roundtrip(pcm, int(bps))).astype(np.float32) for bps in bitrates_bps]
 
 
+# mediapipe face-mesh lip landmarks (FACEMESH_LIPS, outer and inner contours; tests check against mediapipe).
+# Written out so that a GPU box without mediapipe can train with the mouth term.
+MOUTH_LANDMARKS = np.array([0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185,
+                            191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405,
+                            409, 415], np.int64)
+MOUTH_MARGIN = 0.25  # mouth box widened by this fraction of its size on every side
+
+
 class TrainSet:
     """Source/driving pairs with priors and Opus-augmented mel windows, sampled on ``device``.
 
@@ -280,6 +288,53 @@ class TrainSet:
         """A random augmented batch: source5, driving5 (B, 5, H, W) in [0, 1], mel (B, 1, 80, 19)."""
         _, src, drv, mel = self.sample_indexed(batch_size)
         return src, drv, mel
+
+    def sample_with_mouth(self, batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Like ``sample`` (the same draws) plus the driving frames' mouth boxes after augmentation.
+
+        Returns:
+            source5, driving5 (B, 5, H, W), mel (B, 1, 80, 19), mouth box (B, 4) float32 (x0, y0, x1, y1) in
+            grid_sample coordinates ([-1, 1], align_corners=False), on the device.
+        """
+        idx, draw = self._draw(batch_size)
+        src, drv, mel = self.batch(idx)
+        if self.augment is not None:
+            src, drv = self._apply_augment(src, drv, draw)
+        return src, drv, mel, self.mouth_boxes(idx, draw).to(self.device)
+
+    def mouth_boxes(self, idx: PairIndex, draw: _AugmentDraw | None = None) -> Tensor:
+        """Bounding boxes of the lip landmarks of the driving frames, widened by ``MOUTH_MARGIN``.
+
+        Args:
+            idx: pairs (driving frames have a face: sampled pairs always do).
+            draw: the augmentation applied to the batch (flip, then zoom/shift), or None for none.
+
+        Returns:
+            float32 (B, 4) (x0, y0, x1, y1) in [-1, 1] grid coordinates of the (augmented) frame, on the CPU.
+        """
+        boxes = np.zeros((len(idx.clip), 4), np.float32)
+        for b, (c, f) in enumerate(zip(idx.clip.tolist(), idx.driving.tolist(), strict=True)):
+            lips = np.asarray(self.landmarks[c][f], np.float32)[MOUTH_LANDMARKS]  # (40, 2) px
+            if not np.isfinite(lips).all():
+                boxes[b] = (1.0, 1.0, 1.0, 1.0)  # empty box: no mouth term for this sample
+                continue
+            lo, hi = lips.min(0), lips.max(0)
+            pad = MOUTH_MARGIN * (hi - lo)
+            lo, hi = lo - pad, hi + pad
+            size = np.array([self.width, self.height], np.float32)
+            boxes[b, :2] = (lo + 0.5) / size * 2 - 1  # pixel centres -> align_corners=False grid
+            boxes[b, 2:] = (hi + 0.5) / size * 2 - 1
+        out = torch.from_numpy(boxes)
+        if draw is None or self.augment is None:
+            return out
+        flip = draw.flip.bool()
+        x0 = torch.where(flip, -out[:, 2], out[:, 0])
+        x1 = torch.where(flip, -out[:, 0], out[:, 2])
+        out = torch.stack([x0, out[:, 1], x1, out[:, 3]], 1)
+        # the augmentation's output point p samples the input at q = p / scale + shift: p = (q - shift) * scale
+        scale = draw.scale.float()[:, None]
+        shift = draw.shift.float().repeat(1, 2)  # (B, 4) as (sx, sy, sx, sy)
+        return (out - shift) * scale
 
     def sample_indexed(self, batch_size: int) -> tuple[PairIndex, Tensor, Tensor, Tensor]:
         """Like ``sample`` but also returns which pairs were drawn."""

@@ -4,17 +4,26 @@
 #     avfr-codec data prepare ../shared/data && avfr-codec data bundle ../shared/data --out .devbundle/data
 #     cp docs/gpu_training.sh .devbundle/
 # then run on the box, with `.devbundle` carried (it is git-ignored):
-#     bash .devbundle/gpu_training.sh 7.6            # first call: minutes of training before a clean stop
-#     bash .devbundle/gpu_training.sh 7.6 --resume   # next calls while the box is still warm (/tmp/run kept)
-# $OUT receives log.csv, val.csv and ckpt-last.pt split in 14 MB parts (cat them back; export with
-# avfr.codec.train.model_from_checkpoint + save_weights + avfr.codec.export.export_model).
+#     bash .devbundle/gpu_training.sh MINUTES RUN [extra train args]
+# e.g. the shipped model's first call (and `--resume` for the next calls while the box is still warm):
+#     bash .devbundle/gpu_training.sh 7.6 full --batch 64 --lr 3e-4 --steps 5000 --gan-warmup 1500
+# the paper's ablations at one budget (same seed, data, steps; one run per call):
+#     bash .devbundle/gpu_training.sh 6 noaudio --batch 64 --lr 3e-4 --steps 3000 --gan-warmup 1000 --no-audio
+#     bash .devbundle/gpu_training.sh 6 nopriors --batch 64 --lr 3e-4 --steps 3000 --gan-warmup 1000 --no-priors
+# fine-tuning from a carried checkpoint (.devbundle/init.pt) with the mouth term:
+#     bash .devbundle/gpu_training.sh 8 mouth --init .devbundle/init.pt --batch 64 --lr 5e-5 --steps 3000 \
+#         --schedule constant --gan-warmup 0 --mouth-l1 5
+# $OUT receives train.log, log.csv, val.csv and ckpt-last.pt split in 14 MB parts (at most 8 files come
+# back): `cat ckpt-last.part* > ckpt-last.pt`, then `avfr-codec export ckpt-last.pt --out models --replace`.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/p
 mkdir -p /tmp/p && ln -sfn "$PWD" /tmp/p/avfr   # the repo root is the package `avfr`
+minutes=$1 run=$2
+shift 2
 nvidia-smi -L
-python3 -m avfr.cli train --arrays .devbundle/data --config small --out /tmp/run --device cuda \
-  --batch 64 --lr 3e-4 --steps 5000 --gan-warmup 1500 --checkpoint-min 3 --val-frames 8 \
-  --time-limit-min "$1" -q ${2:-} 2>&1 | grep -v -E "XNNPACK|absl|W0000" | tee "$OUT/train.log" | tail -40
-cp /tmp/run/log.csv /tmp/run/val.csv "$OUT/" 2>/dev/null   # at most 8 files come back: ckpt parts + logs
-split -b 14M -d /tmp/run/ckpt-last.pt "$OUT/ckpt-last.part" 2>/dev/null
+python3 -m avfr.cli train --arrays .devbundle/data --config small --out "/tmp/run-$run" --device cuda \
+  --checkpoint-min 3 --val-frames 8 --time-limit-min "$minutes" -q "$@" 2>&1 \
+  | grep -v -E "XNNPACK|absl|W0000" | tee "$OUT/train.log" | tail -40
+cp "/tmp/run-$run/log.csv" "/tmp/run-$run/val.csv" "$OUT/" 2>/dev/null
+split -b 14M -d "/tmp/run-$run/ckpt-last.pt" "$OUT/ckpt-last.part" 2>/dev/null
 ls -la "$OUT"

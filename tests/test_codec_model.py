@@ -162,3 +162,28 @@ def test_ssim_identical_and_different() -> None:
     assert abs(float(ssim(x, x)) - 1.0) < 1e-5
     assert float(multiscale_ssim_loss(x, x)) < 1e-5
     assert float(multiscale_ssim_loss(x, torch.rand_like(x))) > 0.5
+
+
+def test_box_mask_and_masked_l1() -> None:
+    from avfr.codec.losses import box_mask, masked_l1
+
+    mask = box_mask(torch.tensor([[-1.0, -1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]), 8, 8)
+    assert mask.shape == (2, 1, 8, 8)
+    assert float(mask[0].sum()) == 16 and float(mask[0, 0, :4, :4].sum()) == 16  # the top-left quarter
+    assert float(mask[1].sum()) == 0  # an empty box
+    x, y = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    y[0, :, :4, :4] = 0.5  # differs only inside the box of sample 0
+    y[0, :, 4:, 4:] = 1.0  # and outside it
+    assert float(masked_l1(x, y, mask)) == pytest.approx(0.5)
+    assert float(masked_l1(x, y, torch.zeros_like(mask))) == 0.0
+
+
+def test_mouth_term_only_with_boxes() -> None:
+    model, disc = AvfrModel(CONFIGS["small"]), MultiScaleDiscriminator(CONFIGS["small"].discriminator)
+    loss = GeneratorLoss(model, disc, LossWeights(gan=0.0, feature_matching=0.0, mouth_l1=5.0))
+    src, drv, mel = torch.rand(1, 5, 256, 256), torch.rand(1, 5, 256, 256), torch.randn(1, 1, 80, 19)
+    _, _, without = loss(src, drv, mel)
+    assert "mouth_l1" not in without
+    torch.manual_seed(0)
+    total, _, terms = loss(src, drv, mel, torch.tensor([[-0.3, 0.1, 0.3, 0.5]]))
+    assert 0 < float(terms["mouth_l1"]) < 1 and torch.isfinite(total)

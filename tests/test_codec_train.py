@@ -136,3 +136,63 @@ def test_time_limit_stops_cleanly_with_a_checkpoint(clips: list[ClipArrays], tmp
     summary = train(cfg, _split(clips, "train"), [], tmp_path, progress=False)
     assert (summary.stopped_by, summary.step) == ("time_limit", 0)
     assert load_checkpoint(tmp_path / LAST_CKPT)["step"] == 0
+
+
+def test_init_from_a_checkpoint_and_mouth_term(clips: list[ClipArrays], tmp_path: Path) -> None:
+    base = TrainConfig(batch_size=1, steps=1, gan_warmup_steps=0, num_threads=2, log_every=1, device="cpu")
+    train(base, _split(clips, "train"), [], tmp_path / "a", progress=False)
+    source = load_checkpoint(tmp_path / "a" / LAST_CKPT)
+    start = TrainConfig(**{**base.__dict__, "steps": 0, "init_from": str(tmp_path / "a" / LAST_CKPT)})
+    train(start, _split(clips, "train"), [], tmp_path / "b", progress=False)
+    copied = load_checkpoint(tmp_path / "b" / LAST_CKPT)
+    assert copied["step"] == 0
+    _assert_same_state(copied["model"], source["model"], "model")
+    _assert_same_state(copied["discriminator"], source["discriminator"], "discriminator")
+    tuned = TrainConfig(**{**start.__dict__, "steps": 1, "mouth_l1": 5.0})
+    train(tuned, _split(clips, "train"), [], tmp_path / "c", progress=False)
+    row = _rows(tmp_path / "c" / LOG_CSV)[-1]
+    assert math.isfinite(float(row["mouth_l1"])) and float(row["mouth_l1"]) > 0
+    no_audio = TrainConfig(**{**start.__dict__, "use_audio": False})
+    with pytest.raises(ValueError, match="use_audio"):
+        train(no_audio, _split(clips, "train"), [], tmp_path / "d", progress=False)
+
+
+def test_cli_export_writes_hash_named_weights_and_graphs(clips: list[ClipArrays], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from avfr.cli import main
+    from avfr.codec import runtime
+    from avfr.codec.model import load_weights
+
+    cfg = TrainConfig(batch_size=1, steps=0, num_threads=2, device="cpu")
+    train(cfg, _split(clips, "train"), [], tmp_path / "run", progress=False)
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "avfr-small-deadbeef.pt").write_bytes(b"stale")
+    (out / "keep.txt").write_text("not ours")
+    assert main(["export", str(tmp_path / "run" / LAST_CKPT), "--out", str(out), "--replace"]) == 0
+    assert "step 0" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert "avfr-small-deadbeef.pt" not in names and "keep.txt" in names and "avfr-small.json" in names
+    weights = [p for p in out.glob("avfr-small-*.pt")]
+    assert len(weights) == 1 and len(list(out.glob("avfr-small-*.onnx"))) == 3
+    load_weights(weights[0], expected_sha256=weights[0].stem.rsplit("-", 1)[1])
+    manifest = runtime.load_manifest(out / "avfr-small.json")
+    assert set(manifest.sha256) == {"sender", "receiver_source", "receiver_frame"}
+    assert main(["export", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+
+
+def test_frozen_detector_is_unchanged_by_training(clips: list[ClipArrays], tmp_path: Path) -> None:
+    cfg = TrainConfig(batch_size=1, steps=2, gan_warmup_steps=0, num_threads=2, log_every=1, device="cpu",
+                      freeze_detector=True, val_every=1, val_max_per_clip=1, val_batch=1)
+    train(cfg, _split(clips, "train"), _split(clips, "dev"), tmp_path, progress=False)
+    ckpt = load_checkpoint(tmp_path / LAST_CKPT)
+    from avfr.codec.model import AvfrConfig, AvfrModel
+
+    torch.manual_seed(cfg.seed)  # the run's initial weights: networks are built right after seeding
+    fresh = AvfrModel(AvfrConfig.from_dict(ckpt["model_config"])).state_dict()
+    detector = [k for k in ckpt["model"] if k.startswith("kp_detector.")]
+    assert detector and all(torch.equal(ckpt["model"][k], fresh[k]) for k in detector)  # BN statistics too
+    others = [k for k in ckpt["model"] if k.startswith("generator.") and ckpt["model"][k].is_floating_point()]
+    assert any(not torch.equal(ckpt["model"][k], fresh[k]) for k in others)  # the rest did train
+    row = _rows(tmp_path / LOG_CSV)[-1]
+    assert "eq_kp" not in row or row["eq_kp"] == ""

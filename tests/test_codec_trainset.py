@@ -124,3 +124,48 @@ def test_fixed_pairs_are_deterministic_same_clip_and_spread(clips: list[ClipArra
         assert int(sel.sum()) == 4
         assert len(set(a.source[sel].tolist())) == 1  # one source per clip
         assert int(a.source[sel][0]) not in a.driving[sel].tolist()
+
+
+def test_mouth_landmarks_are_mediapipes_lips() -> None:
+    from avfr.codec.quality import lip_indices
+    from avfr.codec.trainset import MOUTH_LANDMARKS
+
+    np.testing.assert_array_equal(MOUTH_LANDMARKS, lip_indices())
+
+
+def test_mouth_boxes_hold_the_lips_and_follow_flip_and_zoom(clips: list[ClipArrays]) -> None:
+    from avfr.codec.trainset import MOUTH_LANDMARKS
+
+    plain = TrainSet(clips, "cpu", seed=5, augment=None)
+    idx, _ = plain._draw(4)
+    boxes = plain.mouth_boxes(idx)  # (4, 4) grid coordinates
+    assert boxes.shape == (4, 4) and (boxes[:, 0] < boxes[:, 2]).all() and (boxes[:, 1] < boxes[:, 3]).all()
+    for k in range(4):
+        lips = _clip(clips, plain, int(idx.clip[k])).landmarks[int(idx.driving[k])][MOUTH_LANDMARKS]  # px
+        grid = (lips + 0.5) / 256 * 2 - 1
+        assert (grid[:, 0] >= boxes[k, 0].item()).all() and (grid[:, 0] <= boxes[k, 2].item()).all()
+        assert (grid[:, 1] >= boxes[k, 1].item()).all() and (grid[:, 1] <= boxes[k, 3].item()).all()
+        assert 0.01 < float((boxes[k, 2] - boxes[k, 0]) * (boxes[k, 3] - boxes[k, 1])) / 4 < 0.2  # area share
+    flipped = TrainSet(clips, "cpu", seed=5, augment=NO_AUG_BUT_FLIP)
+    idx_f, draw_f = flipped._draw(4)
+    assert torch.equal(idx_f.driving, idx.driving)
+    fb = flipped.mouth_boxes(idx_f, draw_f)
+    torch.testing.assert_close(fb, torch.stack([-boxes[:, 2], boxes[:, 1], -boxes[:, 0], boxes[:, 3]], 1))
+    zoom = AugmentConfig(flip_prob=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue_deg=0.0, scale=0.2,
+                         shift_frac=0.05, opus_prob=0.0)
+    zoomed = TrainSet(clips, "cpu", seed=5, augment=zoom)
+    idx_z, draw_z = zoomed._draw(4)
+    zb = zoomed.mouth_boxes(idx_z, draw_z)
+    size = (zb[:, 2] - zb[:, 0]) / (boxes[:, 2] - boxes[:, 0])
+    torch.testing.assert_close(size, draw_z.scale.float())  # the box grows with the zoom
+    # the mouth pixels move with the picture: the box's mean colour is the same before and after
+    from avfr.codec.losses import box_mask
+
+    src, drv, _ = zoomed.batch(idx_z)
+    _, aug = zoomed._apply_augment(src, drv, draw_z)
+    before = (drv[:, :3] * box_mask(boxes, 256, 256)).sum((1, 2, 3)) / box_mask(boxes, 256, 256).sum((1, 2, 3))
+    after = (aug[:, :3] * box_mask(zb, 256, 256)).sum((1, 2, 3)) / box_mask(zb, 256, 256).sum((1, 2, 3))
+    torch.testing.assert_close(after, before, atol=0.02, rtol=0)
+    src2, drv2, mel2, mouth = TrainSet(clips, "cpu", seed=5, augment=zoom).sample_with_mouth(4)
+    torch.testing.assert_close(mouth, zb)
+    assert torch.equal(drv2, aug)
