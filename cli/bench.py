@@ -41,7 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ids", default=None, help="only these clip ids, comma-separated")
     p.add_argument("--max-frames", type=int, default=0, help="use at most this many frames per clip (0: all)")
     p.add_argument("--cache", metavar="DIR", type=Path, default=None, help="prepared-clip cache folder")
-    p.add_argument("--vvenc-preset", default="medium", help="vvenc preset (default: medium)")
+    p.add_argument("--vvenc-preset", default="medium", help="vvenc preset of the reported encodes (default: medium)")
+    p.add_argument("--probe-preset", default="faster",
+                   help="vvenc preset of the cheap whole-clip probes that search the QP; only the QP found (plus "
+                   "at most one correction) is encoded at --vvenc-preset (default: faster; 'off' or the same "
+                   "preset as --vvenc-preset: every probe at --vvenc-preset)")
     p.add_argument("--max-probes", type=int, default=4, help="encodes per target in the QP search (default: 4)")
     p.add_argument("--threads", type=int, default=2, help="encoder / onnxruntime threads (default: 2)")
     p.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
@@ -97,9 +101,17 @@ def _bench(args: argparse.Namespace) -> int:
     points = tuple(p.strip() for p in args.avfr_points.split(",") if p.strip())
     if not points or any(p not in bench.AVFR_POINTS for p in points):
         raise CliError(f"--avfr-points: choose from {', '.join(bench.AVFR_POINTS)}")
-    config = bench.BenchConfig(tuple(sorted(rates)), _parse_codecs(args.codecs), points, args.cross,
+    probe_preset = "" if args.probe_preset in ("off", "", args.vvenc_preset) else args.probe_preset
+    codecs = _parse_codecs(args.codecs)
+    model = ""
+    if "avfr" in codecs:  # the shipped model's manifest (it names every graph's SHA-256) keys the resume files
+        from avfr.codec.model import file_sha256
+        from avfr.codec.weights import shipped_manifest
+
+        model = file_sha256(shipped_manifest())[:16]
+    config = bench.BenchConfig(tuple(sorted(rates)), codecs, points, args.cross,
                                args.max_frames, args.vvenc_preset, args.max_probes, args.threads,
-                               not args.no_identity)
+                               not args.no_identity, probe_preset, model)
     specs = anchor_specs(config.vvenc_preset, config.threads)
     missing = missing_encoders([specs[c] for c in config.codecs if c in specs], bench.quality.ffmpeg_exe())
     if missing:
@@ -146,6 +158,7 @@ def _bench(args: argparse.Namespace) -> int:
         if evaluator is not None:
             evaluator.close()
 
+    probed = bench.probe_specs(config)
     rows = [r for res in results for r in res["rows"]]
     means = bench_report.mean_rows(rows)
     ref = [res["reference"] for res in results]
@@ -159,12 +172,17 @@ def _bench(args: argparse.Namespace) -> int:
                         f"{np.mean(avfr_src) * 8 / bench.CALL_SECONDS / 1000:.2f} kbit/s over 5 min"
                         if avfr_src else "n/a"),
         "avfr_points": {p: vars(bench.AVFR_POINTS[p]) for p in points},
-        "anchor_flags": {c: specs[c].flags() for c in config.codecs if c in specs},
+        "anchor_flags": {c: specs[c].flags() + (f"   (QP search: -preset {config.probe_preset} probes, see "
+                                                 "anchor_search)" if c in probed else "")
+                         for c in config.codecs if c in specs},
+        "anchor_search": bench_report.search_note(config.vvenc_preset, config.probe_preset, sorted(probed),
+                                                  config.max_probes),
         "identity": (evaluator.id_note if evaluator else bench.quality.identity_backend()[1]),
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
         "versions": _versions(),
-        "clips": [{k: res[k] for k in ("clip", "split", "num_frames", "duration_s", "has_audio", "strip",
-                                       "reference", "searches")} for res in results],
+        "clips": [{k: res.get(k) for k in ("clip", "split", "num_frames", "duration_s", "has_audio", "problems",
+                                           "strip", "reference", "searches")} for res in results],
+        "no_audio_clips": [res["clip"] for res in results if not res["has_audio"]],
         "reference_mean": {k: bench_report._mean([r.get(k) for r in ref]) for k in ("sync_corr", "jitter")},
         "rows": rows + means,
         "cross_rows": [r for res in results for r in res["cross_rows"]],

@@ -7,7 +7,14 @@ Per clip (256x256, 25 fps; frame 0 is the source image, all frames are the drivi
   generator driven by the Opus-decoded speech. One row per operating point (:class:`AvfrPoint`: the call's
   quantisation, hysteresis and key interval; "q7" is the call's default).
 - ``still``: the receiver's decoded source image shown for every frame (zero video bits).
-- anchors (``avfr.codec.anchors``): the encode whose achieved rate is closest to each requested rate.
+- anchors (``avfr.codec.anchors``): the encode whose achieved rate is closest to each requested rate. vvenc's
+  QP is searched on cheap probes (``BenchConfig.probe_preset``, whole clip) and only the QP found (plus at most
+  one correction) is encoded at the reported preset (:func:`avfr.codec.anchors.search_rate_probed`); x265 and
+  SVT-AV1 are searched directly. Metrics are computed only for the reported encodes.
+
+Work shared between rows is done once per clip: the sender's priors and keypoint graph (the same frames for
+every operating point; :class:`SenderMemo`, their measured time still counted in each point's encoder time),
+the still row's landmarks (one picture), the identity embedding of the source.
 
 Every row shares the same speech (Opus, ``AUDIO_BITRATE_BPS``), so rates are video bits only. Results of a
 finished clip are saved as ``<out>/clips/<clip_id>.json`` and reused by a re-run with the same settings;
@@ -36,6 +43,8 @@ logger = logging.getLogger(__name__)
 AUDIO_BITRATE_BPS = 12_000  # Opus speech of every row (not counted in the video rates)
 SOURCE_WEBP_QUALITY = 90  # the call's EncoderConfig.source_quality
 AVFR_PATH_VERSION = 2  # 2: the call's Encoder/Decoder (1: assembled from pieces); part of the resume key
+METRICS_VERSION = 2  # 2: SSIM / MS-SSIM in float64 (OpenCV; 1: torchmetrics in float32); part of the resume key
+ANCHOR_SEARCH_VERSION = 2  # 2: vvenc QP searched on cheap probes (1: every probe at the reported preset)
 CALL_SECONDS = 300.0  # the source image is also reported amortised over a 5-minute call
 ID_SAMPLES = 10  # frames per row for the identity embedding (~0.1 s each)
 STRIP_FRAMES = 4
@@ -127,8 +136,81 @@ class AvfrOutput:
     concealed_frames: int = 0  # should stay 0: the path is lossless
 
 
+class SenderMemo:
+    """The sender's per-frame work that no operating point changes, computed once per clip.
+
+    mediapipe's priors (static image mode) and the keypoint graph are deterministic functions of the frame, so
+    every operating point's Encoder gets bit-identical results from here (the points differ only in
+    quantisation, hysteresis and refresh). The time a result took when it was computed is counted again for
+    each point that reuses it (``saved_s``), so the avfr rows' enc_fps stays the cost of a real call.
+
+    Args:
+        extractor: the mediapipe PriorExtractor that computes missing priors.
+    """
+
+    def __init__(self, extractor: object) -> None:
+        self._extractor = extractor
+        self._priors: dict[bytes, tuple[object, float]] = {}
+        self._keypoints: dict[bytes, tuple[tuple[np.ndarray, np.ndarray], float]] = {}
+        self.saved_s = 0.0  # compute time of every reused result
+
+    @staticmethod
+    def _digest(array: np.ndarray) -> bytes:
+        a = np.ascontiguousarray(array)
+        return hashlib.blake2b(a.tobytes(), digest_size=16).digest() + f"{a.dtype}{a.shape}".encode()
+
+    def priors(self, rgb: np.ndarray) -> object:
+        """``PriorExtractor(rgb)`` (a FramePriors whose arrays are read-only)."""
+        key = self._digest(rgb)
+        hit = self._priors.get(key)
+        if hit is None:
+            t0 = time.perf_counter()
+            value = self._extractor(rgb)
+            for arr in (value.landmarks, value.mesh, value.mask):
+                if isinstance(arr, np.ndarray):
+                    arr.setflags(write=False)
+            hit = self._priors[key] = (value, time.perf_counter() - t0)
+        else:
+            self.saved_s += hit[1]
+        return hit[0]
+
+    def keypoints(self, model: object, frame5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``model.keypoints(frame5)`` of the shipped sender graph (read-only arrays)."""
+        key = self._digest(frame5)
+        hit = self._keypoints.get(key)
+        if hit is None:
+            t0 = time.perf_counter()
+            kp, jac = model.keypoints(frame5)
+            kp.setflags(write=False)
+            jac.setflags(write=False)
+            hit = self._keypoints[key] = ((kp, jac), time.perf_counter() - t0)
+        else:
+            self.saved_s += hit[1]
+        return hit[0]
+
+
+class _MemoExtractor:
+    """PriorExtractor stand-in for an Encoder: priors from a :class:`SenderMemo`."""
+
+    def __init__(self, memo: SenderMemo) -> None:
+        self._memo = memo
+
+    def __call__(self, rgb: np.ndarray) -> object:
+        return self._memo.priors(rgb)
+
+
+class _MemoKeypoints:
+    """SenderModel stand-in for an Encoder: keypoints from a :class:`SenderMemo`."""
+
+    def __init__(self, memo: SenderMemo, model: object) -> None:
+        self._memo, self._model = memo, model
+
+    def keypoints(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._memo.keypoints(self._model, frame)
+
+
 def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point: AvfrPoint, models: AvfrModels,
-              relative: bool = False) -> AvfrOutput:
+              relative: bool = False, memo: SenderMemo | None = None) -> AvfrOutput:
     """The call's media path without the network: ``avfr.sender.Encoder`` -> messages -> ``avfr.receiver.Decoder``.
 
     The same code as a call (loopback with zero delay and no loss): frame i and its 40 ms of speech go into
@@ -146,6 +228,8 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
         relative: cross-identity: the Decoder's relative motion (against the first received keypoints); the
             sender's drift check is off (its replica has no relative motion, and a refresh would send the
             driver's face).
+        memo: share the sender's priors and keypoint graph with other operating points of the same frames
+            (bit-identical results; the reused work's time is added to ``encode_s``).
 
     Returns:
         Frames (aligned 1:1 with `frames`), bytes and timings.
@@ -160,7 +244,11 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
     num_frames = len(frames)
     pcm = np.asarray(pcm, np.float32).reshape(-1)
     encoder = Encoder(point.encoder_config(models.threads, drift_check=not relative), models.call_model,
-                      models.extractor)
+                      models.extractor if memo is None else _MemoExtractor(memo))
+    saved_before = 0.0
+    if memo is not None:
+        encoder.keypoint_model = _MemoKeypoints(memo, encoder.keypoint_model)
+        saved_before = memo.saved_s
     decoder = Decoder(DecoderConfig(threads=models.threads, relative_motion=relative), models.call_model)
     out = np.empty((num_frames, *frames.shape[1:]), np.uint8)
     got = np.zeros(num_frames, bool)
@@ -219,6 +307,8 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
                            f"(first missing: {int(np.argmin(got))})")
     if encoder.stopped:
         raise RuntimeError(f"the Decoder refused the call: {encoder.stats.refused}")
+    if memo is not None:
+        times["enc"] += memo.saved_s - saved_before
     return AvfrOutput(out, counts["kp_bytes"], counts["kp"], counts["key"], counts["source"], times["enc"],
                       times["dec"], audio_bytes=counts["audio"], anchor_bytes=counts["anchor"],
                       num_source_images=encoder.stats.source_images, concealed_frames=counts["concealed"])
@@ -255,23 +345,29 @@ class Evaluator:
         return self.embedder.distance([frames[i] for i in idx], source_rgb)
 
     def full_reference(self, test: np.ndarray, reference: np.ndarray, reference_lm: np.ndarray, pcm: np.ndarray,
-                       source_rgb: np.ndarray) -> dict:
-        """Every same-identity metric of one decoded/generated video against the original."""
-        lm = self.tracker(test)
+                       source_rgb: np.ndarray, test_lm: np.ndarray | None = None) -> dict:
+        """Every same-identity metric of one decoded/generated video against the original.
+
+        Args:
+            test_lm: the test video's landmarks when already known (e.g. a still: one picture's, repeated).
+        """
+        lm = self.tracker(test) if test_lm is None else test_lm
         lmd, miss = quality.landmark_distance(lm, reference_lm)
         sync, lag = quality.sync_proxy(lm, pcm)
+        ssim, ms_ssim = quality.ssim_frames(test, reference)
         return {
-            "psnr": quality.psnr_db(test, reference), "ssim": quality.ssim(test, reference),
-            "ms_ssim": quality.ms_ssim(test, reference), "vmaf": quality.vmaf(test, reference),
+            "psnr": quality.psnr_db(test, reference), "ssim": float(ssim.mean()),
+            "ms_ssim": float(ms_ssim.mean()), "vmaf": quality.vmaf(test, reference),
             "l1": quality.l1(test, reference), "lmd": lmd, "lmd_miss": miss,
             "mouth_lmd": quality.landmark_distance(lm, reference_lm, self.lips)[0],
             "sync_corr": sync, "sync_lag_frames": lag, "jitter": quality.landmark_jitter(lm),
             "id_dist": self.identity(test, source_rgb),
         }
 
-    def no_reference(self, test: np.ndarray, driver_lm: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray) -> dict:
+    def no_reference(self, test: np.ndarray, driver_lm: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray,
+                     test_lm: np.ndarray | None = None) -> dict:
         """Cross-identity metrics: identity to the source, landmark motion to the driver, sync proxy, jitter."""
-        lm = self.tracker(test)
+        lm = self.tracker(test) if test_lm is None else test_lm
         sync, lag = quality.sync_proxy(lm, pcm)
         return {"id_dist": self.identity(test, source_rgb), "motion_lmd": quality.motion_distance(lm, driver_lm),
                 "sync_corr": sync, "sync_lag_frames": lag, "jitter": quality.landmark_jitter(lm)}
@@ -294,30 +390,46 @@ class BenchConfig:
     max_probes: int = 4
     threads: int = 2
     identity: bool = True
+    probe_preset: str = "faster"  # vvenc preset of the QP-search probes ("" or = vvenc_preset: direct search)
+    model: str = ""  # SHA-256 prefix of the avfr model's ONNX manifest ("" without avfr): a new model re-runs
 
     def key(self) -> str:
-        keyed = {**asdict(self), "avfr_path_version": AVFR_PATH_VERSION}
+        keyed = {**asdict(self), "avfr_path_version": AVFR_PATH_VERSION, "metrics_version": METRICS_VERSION,
+                 "anchor_search_version": ANCHOR_SEARCH_VERSION}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _probe_cached(spec: anchors.AnchorSpec, frames: np.ndarray, work: Path, ffmpeg: str
                   ) -> Callable[[int], anchors.Encoded]:
-    """Encoder with an on-disk cache of bitstreams (``<work>/<param>.bin`` + encode time)."""
+    """Encoder with an on-disk cache of bitstreams (``<work>/<param>.bin`` + encode time, frame count, flags)."""
     work.mkdir(parents=True, exist_ok=True)
 
     def probe(param: int) -> anchors.Encoded:
         bin_path, meta_path = work / f"{param}.bin", work / f"{param}.json"
+        flags = " ".join(spec.encoder_args(param))
         if bin_path.exists() and meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("num_frames") == len(frames):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except ValueError:
+                meta = {}
+            if meta.get("num_frames") == len(frames) and meta.get("flags") == flags:
                 return anchors.Encoded(param, bin_path.read_bytes(), float(meta["encode_s"]), len(frames))
         enc = anchors.encode(spec, frames, param, ffmpeg)
         bin_path.write_bytes(enc.bitstream)
-        meta_path.write_text(json.dumps({"encode_s": enc.encode_s, "num_frames": len(frames), "kbps": enc.kbps}))
+        meta_path.write_text(json.dumps({"encode_s": enc.encode_s, "num_frames": len(frames), "kbps": enc.kbps,
+                                         "flags": flags}))
         logger.info("%s %s=%d: %.2f kbit/s in %.1f s", spec.name, spec.control, param, enc.kbps, enc.encode_s)
         return enc
 
     return probe
+
+
+def probe_specs(config: BenchConfig) -> dict[str, anchors.AnchorSpec]:
+    """The cheap-probe variants of the vvenc anchors (``config.probe_preset``; empty when it is off)."""
+    if not config.probe_preset or config.probe_preset == config.vvenc_preset:
+        return {}
+    cheap = anchors.anchor_specs(config.probe_preset, config.threads)
+    return {c: cheap[c] for c in config.codecs if c in cheap and cheap[c].encoder == "libvvenc"}
 
 
 def _round(value: object) -> object:
@@ -346,8 +458,8 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels, evalu
     shown: dict[str, np.ndarray] = {"original": frames}
 
     def add(codec: str, point: str, test: np.ndarray, kbps: float, enc_fps: float | None, dec_fps: float | None,
-            **extra: object) -> None:
-        metrics = evaluator.full_reference(test, frames, ref_lm, pcm, source)
+            test_lm: np.ndarray | None = None, **extra: object) -> None:
+        metrics = evaluator.full_reference(test, frames, ref_lm, pcm, source, test_lm)
         row = {"clip": clip.clip_id, "codec": codec, "point": point, "kbps": kbps, **metrics,
                "enc_fps": enc_fps, "dec_fps": dec_fps, **extra}
         rows.append({k: _round(v) for k, v in row.items()})
@@ -357,14 +469,16 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels, evalu
     from avfr.sender.source import decode_source_image, encode_source_image
 
     src_decoded = decode_source_image(encode_source_image(source, SOURCE_WEBP_QUALITY))  # what the Decoder holds
-    add("still", "source", np.repeat(src_decoded[None], n, 0), 0.0, None, None)
+    still_lm = np.repeat(evaluator.tracker(src_decoded[None]), n, 0)  # one picture: its landmarks, every frame
+    add("still", "source", np.repeat(src_decoded[None], n, 0), 0.0, None, None, still_lm)
     tick("still")
 
     cross_rows: list[dict] = []
     if "avfr" in config.codecs:
+        memo = SenderMemo(models.extractor)
         for name in config.avfr_points:
             point = AVFR_POINTS[name]
-            res = avfr_path(frames, pcm, source, point, models)
+            res = avfr_path(frames, pcm, source, point, models, memo=memo)
             kbps = res.packet_bytes * 8 / duration_s / 1000
             src_kbps = res.source_bytes * 8 / CALL_SECONDS / 1000
             add("avfr", name, res.frames, kbps, n / res.encode_s, n / res.decode_s,
@@ -378,28 +492,41 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels, evalu
             tick(f"avfr {name}")
         if config.cross and cross_source is not None:
             name = "q8" if "q8" in config.avfr_points else config.avfr_points[0]
-            res = avfr_path(frames, pcm, cross_source, AVFR_POINTS[name], models, relative=True)
+            res = avfr_path(frames, pcm, cross_source, AVFR_POINTS[name], models, relative=True, memo=memo)
             metrics = evaluator.no_reference(res.frames, ref_lm, pcm, cross_source)
-            still_metrics = evaluator.no_reference(np.repeat(cross_source[None], n, 0), ref_lm, pcm, cross_source)
+            cross_lm = np.repeat(evaluator.tracker(cross_source[None]), n, 0)
+            still_metrics = evaluator.no_reference(np.repeat(cross_source[None], n, 0), ref_lm, pcm, cross_source,
+                                                   cross_lm)
             for codec, m in (("avfr", metrics), ("still", still_metrics)):
                 cross_rows.append({k: _round(v) for k, v in
                                    {"clip": clip.clip_id, "codec": codec, "point": name, **m}.items()})
             tick("avfr cross")
 
     specs = anchors.anchor_specs(config.vvenc_preset, config.threads)
+    cheap_specs = probe_specs(config)
     searches: dict[str, list[dict]] = {}
     for codec in config.codecs:
         if codec == "avfr":
             continue
         spec = specs[codec]
-        probe = _probe_cached(spec, frames, out_dir / "work" / clip.clip_id / codec, ffmpeg)
+        work = out_dir / "work" / clip.clip_id
+        probe = _probe_cached(spec, frames, work / codec, ffmpeg)
+        cheap_probe = None
+        if codec in cheap_specs:
+            cheap_probe = _probe_cached(cheap_specs[codec], frames, work / f"{codec}-probe-{config.probe_preset}",
+                                        ffmpeg)
         done: set[int] = set()
         searches[codec] = []
         for target in config.bitrates_kbps:
-            found = anchors.search_rate(spec, target, probe, max_probes=config.max_probes)
+            if cheap_probe is not None:
+                found = anchors.search_rate_probed(spec, target, probe, cheap_probe, max_probes=config.max_probes)
+            else:
+                found = anchors.search_rate(spec, target, probe, max_probes=config.max_probes)
             enc = found.chosen
             searches[codec].append({"target_kbps": target, "param": enc.param, "kbps": enc.kbps,
-                                    "at_floor": found.at_floor, "probes": [list(p) for p in found.probes]})
+                                    "at_floor": found.at_floor, "method": found.method,
+                                    "probes": [list(p) for p in found.probes],
+                                    "cheap_probes": [list(p) for p in found.cheap_probes]})
             if enc.param in done:  # two targets landed on one encode (e.g. both below the floor)
                 tick(f"{codec} {target:g}")
                 continue
@@ -415,7 +542,7 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels, evalu
     write_strip(strip, shown, STRIP_FRAMES)
     result = {
         "clip": clip.clip_id, "split": clip.split, "num_frames": n, "duration_s": duration_s,
-        "has_audio": bool(clip.has_audio), "config_key": config.key(),
+        "has_audio": bool(clip.has_audio), "problems": list(clip.problems), "config_key": config.key(),
         "reference": {"sync_corr": _round(ref_sync), "sync_lag_frames": ref_lag,
                       "jitter": _round(quality.landmark_jitter(ref_lm))},
         "rows": rows, "cross_rows": cross_rows, "searches": searches, "strip": str(strip.relative_to(out_dir)),

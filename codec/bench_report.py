@@ -141,6 +141,27 @@ def floors(results: Sequence[dict], specs: dict) -> dict[str, float | None]:
     return out
 
 
+def search_note(vvenc_preset: str, probe_preset: str, probed: Sequence[str], max_probes: int) -> str:
+    """How the anchors' QP (or requested rate) was found, for report.json / report.md.
+
+    Args:
+        vvenc_preset: preset of the reported vvenc encodes.
+        probe_preset: preset of the cheap probes ("" when off).
+        probed: anchors searched with cheap probes.
+        max_probes: the direct search's probes per target.
+    """
+    direct = (f"the parameter whose achieved rate is closest to each target, searched with up to {max_probes} "
+              "probes per target at the reported settings (log-rate secant from the largest QP)")
+    if not probed:
+        return f"Every anchor: {direct}."
+    return (f"{', '.join(probed)}: the largest QP is encoded at the reported settings (-preset {vvenc_preset}; "
+            "its floor, chosen for targets at or below it); the QP search then runs on cheap probes (same flags, "
+            f"-preset {probe_preset}, whole clip) and only the QP it finds is encoded at -preset {vvenc_preset}, "
+            "plus one correction encode (cheap rate curve scaled by the measured rate ratio) when that misses the "
+            "target by more than 10 %; rates and metrics come from the -preset "
+            f"{vvenc_preset} bitstreams only (per-clip probes in clips[].searches). Other anchors: {direct}.")
+
+
 def _fmt(value: object, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -213,6 +234,9 @@ def markdown(report: dict) -> str:
         "(`kbps_with_source_5min`, used for BD-rates). Anchor rates are achieved (bitstream bytes, no container), "
         "not requested; `at_floor` marks a target below the encoder's floor (largest QP).",
         "",
+        *([f"**Clips without audio** ({len(report['no_audio_clips'])}): {', '.join(report['no_audio_clips'])}. "
+           "They are benchmarked like the others (avfr codes silence; the generator hears silence); their "
+           "sync_corr is n/a and left out of the means.", ""] if report.get("no_audio_clips") else []),
         "## Mean over clips",
         "",
         "| " + " | ".join(cols) + " | at floor |",
@@ -240,6 +264,8 @@ def markdown(report: dict) -> str:
     lines += ["", "## Anchor flags", ""]
     for name, flags in report["anchor_flags"].items():
         lines.append(f"- `{name}`: `{flags}`")
+    if report.get("anchor_search"):
+        lines += ["", f"Rate search: {report['anchor_search']}"]
     if report.get("cross_rows"):
         lines += ["", "## Cross identity (no-reference metrics)", "",
                   "| clip | codec | id_dist | motion_lmd | sync_corr | jitter |", "|---|---|---|---|---|---|"]

@@ -34,6 +34,11 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         assert (out / name).stat().st_size > 0
     assert (out / report["clips"][0]["strip"]).exists()
     assert "PicReordering=0" in report["anchor_flags"]["vvc"]
+    # vvenc's QP is searched on -preset faster probes; what is reported is a -preset medium encode
+    assert "-preset medium" in report["anchor_flags"]["vvc"] and "-preset faster" in report["anchor_search"]
+    for found in report["clips"][0]["searches"]["vvc"]:
+        assert found["method"] == "probed" and [found["param"], found["kbps"]] in found["probes"]
+        assert len(found["probes"]) <= 3
 
     rows = [r for r in report["rows"] if r["clip"] != "mean"]
     means = [r for r in report["rows"] if r["clip"] == "mean"]

@@ -45,6 +45,45 @@ def test_search_below_floor_reports_floor() -> None:
     assert res.at_floor and res.chosen.param == spec.param_max and calls == [spec.param_max]
 
 
+@pytest.mark.parametrize("cheap_scale", [1.05, 0.75, 1.3])
+def test_probed_search_reports_only_final_encodes(cheap_scale: float) -> None:
+    """Cheap probes choose the QP; the reported encode is a final one, corrected once when it misses."""
+    spec = anchors.anchor_specs()["vvc"]
+    finals: list[int] = []
+    cheap: list[int] = []
+    probe = _fake_probe(4.0, spec.param_max, finals)
+
+    def cheap_probe(qp: int) -> anchors.Encoded:  # a faster preset: the same curve, `cheap_scale` times the rate
+        cheap.append(qp)
+        e = _fake_probe(4.0 * cheap_scale, spec.param_max, [])(qp)
+        return anchors.Encoded(qp, e.bitstream, 0.1, e.num_frames)
+
+    res = anchors.search_rate_probed(spec, 16.0, probe, cheap_probe, max_probes=4)
+    assert res.method == "probed" and not res.at_floor
+    assert finals[0] == spec.param_max and len(finals) <= 3 and len(set(finals)) == len(finals)
+    assert spec.param_max not in cheap  # the floor is never probed cheaply
+    assert res.chosen.param in finals and [p for p, _ in res.probes] == finals
+    assert [p for p, _ in res.cheap_probes] == list(dict.fromkeys(cheap))
+    # within the tolerance, or as close as one QP step (2 ** (1/5) here) allows
+    assert abs(math.log(res.chosen.kbps / 16.0)) < math.log(1.13)
+    if cheap_scale != 1.05:  # the first final encode misses by > 10 %: one correction
+        assert len(finals) == 3
+
+
+def test_probed_search_floor() -> None:
+    spec = anchors.anchor_specs()["vvc"]
+    finals: list[int] = []
+    cheap: list[int] = []
+    res = anchors.search_rate_probed(spec, 3.0, _fake_probe(4.0, spec.param_max, finals),
+                                     _fake_probe(4.0, spec.param_max, cheap))
+    assert res.at_floor and res.chosen.param == spec.param_max and finals == [spec.param_max] and not cheap
+    res = anchors.search_rate_probed(spec, 4.2, _fake_probe(4.0, spec.param_max, finals),
+                                     _fake_probe(4.0, spec.param_max, cheap))  # the floor is within 10 %
+    assert not res.at_floor and res.chosen.param == spec.param_max and not cheap
+    with pytest.raises(ValueError, match="QP control"):
+        anchors.search_rate_probed(anchors.anchor_specs()["av1"], 8.0, lambda p: None, lambda p: None)
+
+
 def test_search_rate_controlled() -> None:
     spec = anchors.anchor_specs()["av1"]
 

@@ -36,8 +36,8 @@ def test_identical_inputs() -> None:
     v = _video()
     assert quality.psnr_db(v, v) == math.inf
     assert quality.l1(v, v) == 0.0
-    assert quality.ssim(v, v) == pytest.approx(1.0, abs=1e-4)  # float32 maths
-    assert quality.ms_ssim(v, v) == pytest.approx(1.0, abs=1e-4)
+    assert quality.ssim(v, v) == pytest.approx(1.0, abs=1e-9)  # float64 maths
+    assert quality.ms_ssim(v, v) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_known_degradations_are_ordered() -> None:
@@ -49,6 +49,31 @@ def test_known_degradations_are_ordered() -> None:
     assert quality.l1(mild, v) < quality.l1(strong, v)
     light, heavy = _blurred(v, 3), _blurred(v, 15)
     assert quality.ssim(light, v) > quality.ssim(heavy, v)
+
+
+def test_ssim_matches_torchmetrics() -> None:
+    """The OpenCV float64 SSIM / MS-SSIM are torchmetrics' metrics (run in float64 as the reference)."""
+    import torch
+    from torchmetrics.functional.image import (
+        multiscale_structural_similarity_index_measure,
+        structural_similarity_index_measure,
+    )
+
+    v = _video(2, 192)  # torchmetrics in float64 is slow: small frames (MS-SSIM needs >= 176 px)
+    test = _noisy(_blurred(v, 5), 30)
+    a = torch.from_numpy(test.astype(np.float64) / 255).permute(0, 3, 1, 2)
+    b = torch.from_numpy(v.astype(np.float64) / 255).permute(0, 3, 1, 2)
+    want_ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none").numpy()
+    want_ms = multiscale_structural_similarity_index_measure(a, b, data_range=1.0, reduction="none",
+                                                             normalize="relu").numpy()
+    got_ssim, got_ms = quality.ssim_frames(test, v)
+    np.testing.assert_allclose(got_ssim, want_ssim, atol=1e-7)
+    np.testing.assert_allclose(got_ms, want_ms, atol=1e-7)
+    assert quality.ssim(test, v) == pytest.approx(float(want_ssim.mean()), abs=1e-7)
+    assert quality.ms_ssim(test, v) == pytest.approx(float(want_ms.mean()), abs=1e-7)
+    with pytest.raises(ValueError, match="MS-SSIM"):
+        quality.ssim_frames(_video(1, 128), _video(1, 128))
+    assert np.isfinite(quality.ssim_frames(_video(1, 128), _video(1, 128), multiscale=False)[0]).all()
 
 
 def test_psnr_known_value() -> None:
@@ -133,6 +158,10 @@ def test_identity_backend_reports() -> None:
         return
     emb = quality.IdentityEmbedder()
     v = _video(2)
+    assert emb.distance([v[0]], v[0]) == pytest.approx(0.0, abs=1e-6)
+    # the source's embedding is kept for the next call with the same source, and replaced for another one
+    far = emb.distance([v[0]], v[1])
+    assert emb.distance([v[0]], v[1]) == pytest.approx(far, abs=1e-9)
     assert emb.distance([v[0]], v[0]) == pytest.approx(0.0, abs=1e-6)
 
 
