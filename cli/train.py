@@ -127,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
         print("losses: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.losses.items()))
     if summary.val is not None:
         v = summary.val
-        print(f"dev: L1 {v.l1:.4f}, PSNR {v.psnr_db:.2f} dB, SSIM {v.ssim:.3f}, LMD {v.lmd_px:.2f} px "
-              f"({v.num_frames} frames); best PSNR {summary.best_psnr_db:.2f} dB")
+        print(f"dev: L1 {v.l1:.4f}, PSNR {v.psnr_db:.2f} dB, SSIM {v.ssim:.3f}, LMD {v.lmd_px:.2f} px, "
+              f"mouth LMD {v.mouth_lmd_px:.2f} px ({v.num_frames} frames); best PSNR {summary.best_psnr_db:.2f} dB")
     print(f"run directory: {args.out}")
     return 0

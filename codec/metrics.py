@@ -8,7 +8,8 @@
   FOMM's AKD, measured with mediapipe instead of the paper's detector), averaged over the frames where
   mediapipe finds a face in the generated frame; ``lmd_iod`` is the same distance divided by the driving
   frame's inter-ocular distance (outer eye corners, landmarks 33 and 263), so it does not depend on face size;
-  ``lmd_miss`` is the share of generated frames where no face was found (a failure LMD alone would hide).
+  ``lmd_miss`` is the share of generated frames where no face was found (a failure LMD alone would hide);
+  ``mouth_lmd_px`` is the same distance over the 40 lip landmarks only (``avfr.codec.priors.LIP_LANDMARKS``).
   Needs mediapipe; where it is missing (a GPU training box) LMD is NaN.
 """
 
@@ -39,11 +40,13 @@ class ValMetrics:
     lmd_iod: float
     lmd_miss: float
     num_frames: int
+    mouth_lmd_px: float = math.nan
 
     def as_row(self) -> dict[str, float]:
         """The metrics as a flat dict (CSV / JSON friendly)."""
         return {"l1": self.l1, "psnr_db": self.psnr_db, "ssim": self.ssim, "lmd_px": self.lmd_px,
-                "lmd_iod": self.lmd_iod, "lmd_miss": self.lmd_miss, "num_frames": self.num_frames}
+                "lmd_iod": self.lmd_iod, "lmd_miss": self.lmd_miss, "num_frames": self.num_frames,
+                "mouth_lmd_px": self.mouth_lmd_px}
 
 
 def pixel_metrics(generated: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -89,7 +92,7 @@ class LandmarkDistance:
         self._extractor = PriorExtractor(mesh=True, mask=False)
 
     def __call__(self, generated_rgb: np.ndarray,
-                 reference_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 reference_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Landmark distances of a batch.
 
         Args:
@@ -97,20 +100,26 @@ class LandmarkDistance:
             reference_landmarks: float32 (B, 478, 2) px of the driving frames (NaN rows = no face).
 
         Returns:
-            dist_px (B,) and dist_iod (B,) float64, NaN where either frame has no face.
+            dist_px (B,), dist_iod (B,) and mouth_px (B,) (lip landmarks only) float64, NaN where either frame
+            has no face.
         """
+        from avfr.codec.priors import LIP_LANDMARKS
+
         out_px = np.full(len(generated_rgb), np.nan)
         out_iod = np.full(len(generated_rgb), np.nan)
+        out_mouth = np.full(len(generated_rgb), np.nan)
         for k, (rgb, ref) in enumerate(zip(generated_rgb, reference_landmarks, strict=True)):
             if not np.isfinite(ref).all():
                 continue
             lm, n_faces = self._extractor.face_landmarks(rgb)
             if n_faces == 0:
                 continue
-            out_px[k] = float(np.linalg.norm(lm - ref, axis=-1).mean())
+            dist = np.linalg.norm(lm - ref, axis=-1)  # (478,) px
+            out_px[k] = float(dist.mean())
+            out_mouth[k] = float(dist[LIP_LANDMARKS].mean())
             iod = float(np.linalg.norm(ref[LEFT_EYE_OUTER] - ref[RIGHT_EYE_OUTER]))
             out_iod[k] = out_px[k] / iod if iod > 0 else math.nan
-        return out_px, out_iod
+        return out_px, out_iod, out_mouth
 
     def close(self) -> None:
         """Release mediapipe."""
@@ -118,13 +127,13 @@ class LandmarkDistance:
 
 
 def summarise(l1: list[float], psnr: list[float], ssim: list[float], lmd_px: list[float],
-              lmd_iod: list[float]) -> ValMetrics:
+              lmd_iod: list[float], mouth_px: list[float] | None = None) -> ValMetrics:
     """Average per-frame values; LMD over the frames where the generated face was found.
 
     Args:
         l1, psnr, ssim: per-frame values.
-        lmd_px, lmd_iod: per-frame landmark distances, NaN for a missed face; empty lists when LMD was
-            not measured.
+        lmd_px, lmd_iod, mouth_px: per-frame landmark distances, NaN for a missed face; empty lists (or None)
+            when LMD was not measured.
     """
     n = len(l1)
     px = np.asarray(lmd_px, np.float64)
@@ -138,4 +147,6 @@ def summarise(l1: list[float], psnr: list[float], ssim: list[float], lmd_px: lis
         lmd_iod=float(np.asarray(lmd_iod, np.float64)[found].mean()) if found.any() else math.nan,
         lmd_miss=float(1.0 - found.mean()) if measured else math.nan,
         num_frames=n,
+        mouth_lmd_px=(float(np.asarray(mouth_px, np.float64)[found].mean())
+                      if mouth_px is not None and len(mouth_px) == len(px) and found.any() else math.nan),
     )

@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 FRAME_SIZE = 256  # px, h = w of frames and priors
 NUM_LANDMARKS = 478  # face mesh with refined irises
 NUM_INPUT_CHANNELS = 5  # R, G, B, mesh, mask
+# The face mesh's lip landmarks (mediapipe's FACEMESH_LIPS: outer and inner contours, 40 points), written out
+# so that code without mediapipe (a GPU training box) has them; a test checks them against mediapipe.
+LIP_LANDMARKS = np.array([0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191,
+                          267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415],
+                         np.int64)
+LIP_LANDMARKS.setflags(write=False)
 
 _TESSELATION_B64 = (
     "eNod1gd4VtXBAOBzVETECdqK1bbOipWhaB24kCFgQUDBVkQIFARRREAQ2SB7770JhGVIQsiCsAJJIAFCqtQKKENEgaoIP3bZ"

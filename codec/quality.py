@@ -250,9 +250,9 @@ def vmaf(test: np.ndarray, reference: np.ndarray, threads: int = 2) -> float:
 
 def lip_indices() -> np.ndarray:
     """Sorted landmark indices of mediapipe's FACEMESH_LIPS (40 points: outer and inner lip contours)."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+    from avfr.codec.priors import LIP_LANDMARKS
 
-    return np.array(sorted({i for edge in FACEMESH_LIPS for i in edge}), np.int64)
+    return LIP_LANDMARKS.copy()
 
 
 class LandmarkTracker:

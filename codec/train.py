@@ -308,6 +308,7 @@ def validate(model: nn.Module, devset: TrainSet, cfg: TrainConfig,
     ssims: list[float] = []
     lmd_px: list[float] = []
     lmd_iod: list[float] = []
+    mouth_px: list[float] = []
     try:
         for idx in _chunks(pairs, cfg.val_batch):
             src, drv, mel = devset.batch(idx)
@@ -322,12 +323,13 @@ def validate(model: nn.Module, devset: TrainSet, cfg: TrainConfig,
                 rgb = (generated * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B,H,W,3)
                 pairs_cf = zip(idx.clip.tolist(), idx.driving.tolist(), strict=True)
                 ref = np.stack([devset.landmarks[c][f] for c, f in pairs_cf])  # (B, 478, 2)
-                px, iod = lmd(rgb, ref)
+                px, iod, mouth = lmd(rgb, ref)
                 lmd_px += px.tolist()
                 lmd_iod += iod.tolist()
+                mouth_px += mouth.tolist()
     finally:
         model.train(was_training)
-    return summarise(l1s, psnrs, ssims, lmd_px, lmd_iod)
+    return summarise(l1s, psnrs, ssims, lmd_px, lmd_iod, mouth_px)
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -483,8 +485,9 @@ class _Trainer:
         self.last_val = metrics
         self.val_log.append({"step": self.step, "wall_s": self.wall_s_before + time.perf_counter() - self.t0,
                              **metrics.as_row(), "val_s": self.val_s})
-        log.info("step %d: dev L1 %.4f PSNR %.2f dB SSIM %.3f LMD %.2f px (%d frames, %.1f s)", self.step,
-                 metrics.l1, metrics.psnr_db, metrics.ssim, metrics.lmd_px, metrics.num_frames, self.val_s)
+        log.info("step %d: dev L1 %.4f PSNR %.2f dB SSIM %.3f LMD %.2f px (mouth %.2f) (%d frames, %.1f s)",
+                 self.step, metrics.l1, metrics.psnr_db, metrics.ssim, metrics.lmd_px, metrics.mouth_lmd_px,
+                 metrics.num_frames, self.val_s)
         if metrics.psnr_db > self.best_psnr:
             self.best_psnr = metrics.psnr_db
             return True

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avfr.codec.cache import ClipArrays
+from avfr.codec.priors import LIP_LANDMARKS
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,6 @@ def opus_log_mels(pcm: np.ndarray, bitrates_bps: Sequence[int]) -> list[np.ndarr
     return [clip_log_mel(opus_roundtrip(pcm, int(bps))).astype(np.float32) for bps in bitrates_bps]
 
 
-# mediapipe face-mesh lip landmarks (FACEMESH_LIPS, outer and inner contours; tests check against mediapipe).
-# Written out so that a GPU box without mediapipe can train with the mouth term.
-MOUTH_LANDMARKS = np.array([0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185,
-                            191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405,
-                            409, 415], np.int64)
 MOUTH_MARGIN = 0.25  # mouth box widened by this fraction of its size on every side
 
 
@@ -314,7 +310,7 @@ class TrainSet:
         """
         boxes = np.zeros((len(idx.clip), 4), np.float32)
         for b, (c, f) in enumerate(zip(idx.clip.tolist(), idx.driving.tolist(), strict=True)):
-            lips = np.asarray(self.landmarks[c][f], np.float32)[MOUTH_LANDMARKS]  # (40, 2) px
+            lips = np.asarray(self.landmarks[c][f], np.float32)[LIP_LANDMARKS]  # (40, 2) px
             if not np.isfinite(lips).all():
                 boxes[b] = (1.0, 1.0, 1.0, 1.0)  # empty box: no mouth term for this sample
                 continue

@@ -110,6 +110,8 @@ def test_short_real_run_logs_validates_and_checkpoints(clips: list[ClipArrays], 
     assert math.isfinite(float(rows[-1]["d_total"]))  # discriminator trained after the warm-up
     val = _rows(tmp_path / VAL_CSV)
     assert len(val) == 1 and float(val[0]["psnr_db"]) > 5 and 0 < float(val[0]["ssim"]) <= 1
+    if val[0]["lmd_px"] not in ("", "nan"):  # mediapipe found the face in the (barely trained) output
+        assert float(val[0]["mouth_lmd_px"]) > 0
     assert summary.val is not None and summary.val.num_frames == 2
     assert (tmp_path / LAST_CKPT).exists() and (tmp_path / BEST_CKPT).exists()
     ckpt = load_checkpoint(tmp_path / LAST_CKPT)

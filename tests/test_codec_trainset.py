@@ -126,22 +126,23 @@ def test_fixed_pairs_are_deterministic_same_clip_and_spread(clips: list[ClipArra
         assert int(a.source[sel][0]) not in a.driving[sel].tolist()
 
 
-def test_mouth_landmarks_are_mediapipes_lips() -> None:
-    from avfr.codec.quality import lip_indices
-    from avfr.codec.trainset import MOUTH_LANDMARKS
+def test_lip_landmarks_are_mediapipes_lips() -> None:
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
 
-    np.testing.assert_array_equal(MOUTH_LANDMARKS, lip_indices())
+    from avfr.codec.priors import LIP_LANDMARKS
+
+    np.testing.assert_array_equal(LIP_LANDMARKS, sorted({i for edge in FACEMESH_LIPS for i in edge}))
 
 
 def test_mouth_boxes_hold_the_lips_and_follow_flip_and_zoom(clips: list[ClipArrays]) -> None:
-    from avfr.codec.trainset import MOUTH_LANDMARKS
+    from avfr.codec.priors import LIP_LANDMARKS
 
     plain = TrainSet(clips, "cpu", seed=5, augment=None)
     idx, _ = plain._draw(4)
     boxes = plain.mouth_boxes(idx)  # (4, 4) grid coordinates
     assert boxes.shape == (4, 4) and (boxes[:, 0] < boxes[:, 2]).all() and (boxes[:, 1] < boxes[:, 3]).all()
     for k in range(4):
-        lips = _clip(clips, plain, int(idx.clip[k])).landmarks[int(idx.driving[k])][MOUTH_LANDMARKS]  # px
+        lips = _clip(clips, plain, int(idx.clip[k])).landmarks[int(idx.driving[k])][LIP_LANDMARKS]  # px
         grid = (lips + 0.5) / 256 * 2 - 1
         assert (grid[:, 0] >= boxes[k, 0].item()).all() and (grid[:, 0] <= boxes[k, 2].item()).all()
         assert (grid[:, 1] >= boxes[k, 1].item()).all() and (grid[:, 1] <= boxes[k, 3].item()).all()
