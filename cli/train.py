@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="start a new run from this training checkpoint's weights (fine-tuning)")
     p.add_argument("--mouth-l1", type=float, default=None, metavar="W",
                    help="weight of an extra L1 term inside the driving mouth box (default: 0, off)")
+    p.add_argument("--wire-noise", type=float, default=None, metavar="P",
+                   help="share of samples whose driving keypoints get the call's wire error (7-bit keypoints with "
+                   "0.75-step hysteresis, 6-bit jacobians; default: 0)")
     p.add_argument("--freeze-detector", action="store_true",
                    help="keep the keypoint detector fixed (no equivariance terms; the sender graph is unchanged)")
     p.add_argument("--no-audio", action="store_true", help="ablation: no audio encoders, silent mel")
@@ -105,7 +108,7 @@ def _train(args: argparse.Namespace) -> int:
         "use_priors": not args.no_priors, "augment": not args.no_augment, "causal": args.causal,
         "amp": args.amp, "compile": args.compile, "num_threads": args.threads, "seed": args.seed,
         "schedule": args.schedule, "init_from": args.init, "mouth_l1": args.mouth_l1,
-        "freeze_detector": args.freeze_detector or None,
+        "freeze_detector": args.freeze_detector or None, "wire_noise": args.wire_noise,
     }
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not args.resume and (args.out / LAST_CKPT).exists():

@@ -143,6 +143,43 @@ def masked_l1(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     return num / (mask.sum() * x.shape[1]).clamp_min(1.0)
 
 
+@dataclass(frozen=True)
+class WireNoise:
+    """What the keypoint stream does to the driving keypoints on the wire, simulated in training.
+
+    The receiver never sees the detector's float keypoints: the sender quantises them (``avfr.proto.quant``:
+    b-bit fixed point) and holds a keypoint until it moves by more than a hysteresis threshold. Training on
+    the same error makes the generator robust to it (and gives the audio a reason to carry the mouth).
+
+    Attributes:
+        prob: share of the batch that gets the wire's error (the rest stays exact).
+        kp_step: keypoint quantisation step in [-1, 1] units (7 bits: 1/64).
+        kp_error_steps: keypoint error drawn uniformly in +-this many steps (hysteresis 0.75 = the call's).
+        jac_step, jac_abs_max: jacobian entries rounded to this step and clamped to [-A, A - step] (6 bits, A 4).
+    """
+
+    prob: float = 0.75
+    kp_step: float = 1.0 / 64
+    kp_error_steps: float = 0.75
+    jac_step: float = 4.0 / 32
+    jac_abs_max: float = 4.0
+
+    def apply(self, kp: Tensor, jac: Tensor) -> tuple[Tensor, Tensor]:
+        """kp (B, K, 2), jac (B, K, 2, 2) -> the same with the wire's error on a random ``prob`` share of rows.
+
+        No gradient flows through the jacobian rounding (use it with a frozen detector, or accept it).
+        """
+        b = kp.shape[0]
+        pick = (torch.rand(b, device=kp.device) < self.prob).to(kp.dtype)  # (B,)
+        noise = (torch.rand_like(kp) * 2 - 1) * (self.kp_error_steps * self.kp_step)
+        kp_w = (kp + noise * pick[:, None, None]).clamp(-1.0, 1.0 - self.kp_step)
+        jac_q = (torch.floor(jac / self.jac_step + 0.5) * self.jac_step).clamp(-self.jac_abs_max,
+                                                                              self.jac_abs_max - self.jac_step)
+        jac_q = jac + (jac_q - jac).detach()  # straight-through
+        jac_w = torch.where(pick[:, None, None, None] > 0, jac_q, jac)
+        return kp_w, jac_w
+
+
 def equivariance_losses(
     model: AvfrModel, driving: Tensor, kp: Tensor, jac: Tensor, sigma: float
 ) -> tuple[Tensor, Tensor]:
@@ -192,12 +229,14 @@ class GeneratorLoss(nn.Module):
     """
 
     def __init__(
-        self, model: AvfrModel, discriminator: MultiScaleDiscriminator, weights: LossWeights
+        self, model: AvfrModel, discriminator: MultiScaleDiscriminator, weights: LossWeights,
+        wire_noise: WireNoise | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.discriminator = discriminator
         self.weights = weights
+        self.wire_noise = wire_noise
 
     def forward(
         self, source: Tensor, driving: Tensor, mel: Tensor, mouth_box: Tensor | None = None
@@ -216,7 +255,13 @@ class GeneratorLoss(nn.Module):
             (unweighted values).
         """
         w = self.weights
-        image, _, _, kp_d, jac_d, warped_rgb, _ = self.model.forward_train(source, driving, mel)
+        if self.wire_noise is None:
+            image, _, _, kp_d, jac_d, warped_rgb, _ = self.model.forward_train(source, driving, mel)
+        else:  # forward_train with the wire's error on the driving keypoints (equivariance sees them exact)
+            kp_s, jac_s, *cache = self.model.encode_source(source)
+            kp_d, jac_d = self.model.detect(driving)
+            kp_w, jac_w = self.wire_noise.apply(kp_d, jac_d)
+            image, warped_rgb, _ = self.model.render(kp_s, jac_s, *cache, kp_w, jac_w, mel)
         target = driving[:, :3].float()
         terms: dict[str, Tensor] = {}
         total = image.new_zeros(())

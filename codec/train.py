@@ -95,6 +95,7 @@ class TrainConfig:
     use_priors: bool = True
     augment: bool = True
     mouth_l1: float = 0.0  # weight of the auxiliary mouth-box L1 term (0: the paper's terms only)
+    wire_noise: float = 0.0  # share of samples trained on the call's keypoint-wire error (7/6 bits, 0.75 steps)
     freeze_detector: bool = False  # keypoint detector fixed (eval mode, no equivariance): the sender graph stays
     init_from: str = ""  # a new run starts from this checkpoint's G and D weights (fine-tuning)
     time_limit_min: float = 0.0  # stop cleanly (checkpoint written) before this wall-clock budget; 0 = none
@@ -168,16 +169,18 @@ def build_networks(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     return AvfrModel(model_cfg), MultiScaleDiscriminator(model_cfg.discriminator)
 
 
-def _build_losses(model: nn.Module, disc: nn.Module, mouth_l1: float = 0.0, equivariance: bool = True
-                  ) -> tuple[nn.Module, nn.Module, nn.Module]:
+def _build_losses(model: nn.Module, disc: nn.Module, mouth_l1: float = 0.0, equivariance: bool = True,
+                  wire_noise: float = 0.0) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Generator loss without GAN term (warm-up), with it, and the discriminator loss."""
-    from avfr.codec.losses import DiscriminatorLoss, GeneratorLoss, LossWeights
+    from avfr.codec.losses import DiscriminatorLoss, GeneratorLoss, LossWeights, WireNoise
 
     weights = LossWeights(mouth_l1=mouth_l1)
     if not equivariance:
         weights = dataclasses.replace(weights, equivariance_kp=0.0, equivariance_jac=0.0)
     no_gan = dataclasses.replace(weights, gan=0.0, feature_matching=0.0)  # no discriminator in the warm-up
-    return GeneratorLoss(model, disc, no_gan), GeneratorLoss(model, disc, weights), DiscriminatorLoss(disc)
+    noise = WireNoise(prob=wire_noise) if wire_noise > 0 else None
+    return (GeneratorLoss(model, disc, no_gan, noise), GeneratorLoss(model, disc, weights, noise),
+            DiscriminatorLoss(disc))
 
 
 # ---------------------------------------------------------------------------------------- RNG state
@@ -375,8 +378,8 @@ class _Trainer:
         if self.memory_format is torch.channels_last:
             self.model.to(memory_format=torch.channels_last)
             self.disc.to(memory_format=torch.channels_last)
-        self.g_loss_warm, self.g_loss_gan, self.d_loss = _build_losses(self.model, self.disc, cfg.mouth_l1,
-                                                                   equivariance=not cfg.freeze_detector)
+        self.g_loss_warm, self.g_loss_gan, self.d_loss = _build_losses(
+            self.model, self.disc, cfg.mouth_l1, equivariance=not cfg.freeze_detector, wire_noise=cfg.wire_noise)
         if cfg.freeze_detector:
             self.model.kp_detector.requires_grad_(False)
         for m in (self.g_loss_warm, self.g_loss_gan, self.d_loss):

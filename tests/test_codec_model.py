@@ -187,3 +187,29 @@ def test_mouth_term_only_with_boxes() -> None:
     torch.manual_seed(0)
     total, _, terms = loss(src, drv, mel, torch.tensor([[-0.3, 0.1, 0.3, 0.5]]))
     assert 0 < float(terms["mouth_l1"]) < 1 and torch.isfinite(total)
+
+
+def test_wire_noise_matches_the_call_quantiser() -> None:
+    import numpy as np
+
+    from avfr.codec.losses import WireNoise
+    from avfr.proto.quant import QuantParams, dequantise, quantise
+
+    params = QuantParams(kp_bits=7, jac_bits=6, jac_abs_max=4.0)  # the call's defaults
+    wire = WireNoise(prob=1.0)
+    assert wire.kp_step == params.kp_step and wire.jac_step == params.jac_step
+    kp = torch.rand(4, 10, 2) * 1.8 - 0.9
+    jac = torch.randn(4, 10, 2, 2) * 2
+    kp_w, jac_w = wire.apply(kp, jac)
+    assert float((kp_w - kp).abs().max()) <= 0.75 * params.kp_step + 1e-6
+    assert float((kp_w - kp).abs().max()) > 0.2 * params.kp_step  # it does move them
+    expected = dequantise(quantise(jac.numpy(), params.jac_bits, params.jac_abs_max), params.jac_bits,
+                          params.jac_abs_max)
+    np.testing.assert_allclose(jac_w.numpy(), expected, atol=1e-6)
+    kp_0, jac_0 = WireNoise(prob=0.0).apply(kp, jac)
+    assert torch.equal(kp_0, kp) and torch.equal(jac_0, jac)
+    model, disc = AvfrModel(CONFIGS["small"]), MultiScaleDiscriminator(CONFIGS["small"].discriminator)
+    loss = GeneratorLoss(model, disc, LossWeights(gan=0.0, feature_matching=0.0), wire)
+    total, image, _ = loss(torch.rand(1, 5, 256, 256), torch.rand(1, 5, 256, 256), torch.randn(1, 1, 80, 19))
+    total.backward()
+    assert image.shape == (1, 3, 256, 256) and torch.isfinite(total)
