@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=0, help="only the first N dev clips (0: all)")
     parser.add_argument("--key-interval", type=int, default=100)
     parser.add_argument("--call-only", action="store_true", help="only the call's default, without/with budget")
+    parser.add_argument("--manifest", type=Path, default=None, help="ONNX manifest (default: the shipped model)")
     args = parser.parse_args(argv)
     settings = CALL_SETTINGS if args.call_only else SETTINGS
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.exists():
         print(f"{args.data} not found", file=sys.stderr)
         return 2
-    model = load_call_model()
+    model = load_call_model(args.manifest)
     man = model.manifest
     sender = SenderModel(man.sender, threads=args.threads, expected_sha256=man.sha256["sender"])
     receiver = ReceiverModel.from_manifest(man, threads=args.threads)
