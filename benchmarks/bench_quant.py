@@ -22,7 +22,10 @@ frames; 8/5 bits (the proto's default): 2.07 kbit/s, 20.95 dB; 6/6: 1.85 kbit/s,
 (p99.9), so jac_abs_max 2.0 clips them (worse). The call uses 7/6 + 0.75 hysteresis (EncoderConfig): under
 2 kbit/s on average, but not on every clip (lrs2_audio_00024 2.25, edtalk_expr 2.18 kbit/s, 2 s peaks up to
 2.48), hence its 2000 bit/s keypoint budget (rate controller, `--call-only`): 1.62 kbit/s mean, every clip's
-2 s peak <= 1.94 kbit/s, for 0.21 dB (22.34 -> 22.13 dB vs. the real frames); see /work/notes/README_CALL.md.
+2 s peak <= 1.94 kbit/s, for 0.21 dB (22.34 -> 22.13 dB vs. the real frames).
+
+Summaries also give LMD and mouth LMD (mediapipe, px at 256) of the quantised and the float renders against
+the real frames' landmarks; `--manifest` measures another exported model (e.g. a training candidate).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from avfr.codec.audio import mel_window
     from avfr.codec.cache import default_cache_dir, load_clips
     from avfr.codec.priors import PriorExtractor, five_channel
+    from avfr.codec.quality import landmark_distance, lip_indices
     from avfr.codec.runtime import ReceiverModel, SenderModel
     from avfr.proto import KeypointDecoder, KeypointEncoder, QuantParams, Session, encode_keypoints
     from avfr.sender.encoder import KeypointRateController
@@ -102,9 +106,19 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(), "model": model.model_id,
             "command": "python " + " ".join(sys.argv)}
     totals: dict[tuple[int, int, float, float, int], dict[str, list[float]]] = {
-        s: {"kbps": [], "peak_2s": [], "cost": [], "gt_q": [], "frames": []} for s in settings}
+        s: {"kbps": [], "peak_2s": [], "cost": [], "gt_q": [], "frames": [], "lmd": [], "mouth": []}
+        for s in settings}
     gt_float_all: list[float] = []
+    lmd_float_all: list[float] = []
+    mouth_float_all: list[float] = []
+
+    def landmark_errors(img: np.ndarray, ref_lm: np.ndarray) -> tuple[float, float]:
+        """(LMD, mouth LMD) px of a generated frame against the original's landmarks (NaN: no face)."""
+        lm = extractor.face_landmarks(img)[0][None]  # (1, 478, 2)
+        return landmark_distance(lm, ref_lm[None])[0], landmark_distance(lm, ref_lm[None], lips)[0]
+
     extractor = PriorExtractor()
+    lips = lip_indices()
     for clip in clips:
         t0 = time.perf_counter()
         n = len(clip.frames)
@@ -121,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         float_renders = {i: receiver.frame(kps[i], jacs[i], mel_window(clip.mel, i)) for i in sample}
         gt_float = [_psnr(float_renders[i], np.asarray(clip.frames[i])) for i in sample]
         gt_float_all.extend(gt_float)
+        for i in sample:
+            lmd, mouth = landmark_errors(float_renders[i], clip.landmarks[i])
+            lmd_float_all.append(lmd)
+            mouth_float_all.append(mouth)
         for kb, jb, amax, hyst, budget in settings:
             session = Session(quant=QuantParams(kb, jb, amax), key_interval_frames=args.key_interval)
             enc = KeypointEncoder(session, kp_hysteresis_steps=hyst)
@@ -152,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                 img = receiver.frame(kq, jq, mel_window(clip.mel, i))
                 cost.append(_psnr(img, float_renders[i]))
                 gt_q.append(_psnr(img, np.asarray(clip.frames[i])))
+                lmd, mouth = landmark_errors(img, clip.landmarks[i])
+                totals[(kb, jb, amax, hyst, budget)]["lmd"].append(lmd)
+                totals[(kb, jb, amax, hyst, budget)]["mouth"].append(mouth)
             row = {"bench": "quant", "clip": clip.clip_id, "frames": n, "kp_bits": kb, "jac_bits": jb,
                    "jac_abs_max": amax, "kp_hysteresis_steps": hyst, "keypoint_budget_bps": budget,
                    "kbps": round(kbps, 3), "kbps_max_2s": round(float(peak_2s), 3), "rate_held_frames": held,
@@ -183,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
                    "kbps_max_2s": round(max(t["peak_2s"]), 3),
                    "psnr_quant_vs_float_db": round(float(np.mean(t["cost"])), 2),
                    "psnr_gt_quant_db": round(float(np.mean(t["gt_q"])), 2),
-                   "psnr_gt_float_db": round(float(np.mean(gt_float_all)), 2), **meta}
+                   "psnr_gt_float_db": round(float(np.mean(gt_float_all)), 2),
+                   "lmd_gt_quant_px": round(float(np.nanmean(t["lmd"])), 3),
+                   "mouth_lmd_gt_quant_px": round(float(np.nanmean(t["mouth"])), 3),
+                   "lmd_gt_float_px": round(float(np.nanmean(lmd_float_all)), 3),
+                   "mouth_lmd_gt_float_px": round(float(np.nanmean(mouth_float_all)), 3), **meta}
         print(json.dumps(summary), flush=True)
         if kbps <= RATE_LIMIT_KBPS and (best is None or summary["psnr_gt_quant_db"] > best["psnr_gt_quant_db"]):
             best = summary

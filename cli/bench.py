@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default=None, help="only clips of this split (with a manifest: train, dev)")
     p.add_argument("--ids", default=None, help="only these clip ids, comma-separated")
     p.add_argument("--max-frames", type=int, default=0, help="use at most this many frames per clip (0: all)")
+    p.add_argument("--model", metavar="MANIFEST", type=Path, default=None,
+                   help="avfr model: an ONNX manifest written by `avfr-codec export` (default: the shipped model)")
     p.add_argument("--cache", metavar="DIR", type=Path, default=None, help="prepared-clip cache folder")
     p.add_argument("--vvenc-preset", default="medium", help="vvenc preset of the reported encodes (default: medium)")
     p.add_argument("--probe-preset", default="faster",
@@ -103,12 +105,15 @@ def _bench(args: argparse.Namespace) -> int:
         raise CliError(f"--avfr-points: choose from {', '.join(bench.AVFR_POINTS)}")
     probe_preset = "" if args.probe_preset in ("off", "", args.vvenc_preset) else args.probe_preset
     codecs = _parse_codecs(args.codecs)
-    model = ""
-    if "avfr" in codecs:  # the shipped model's manifest (it names every graph's SHA-256) keys the resume files
+    model, manifest = "", None
+    if "avfr" in codecs:  # the model's manifest (it names every graph's SHA-256) keys the resume files
         from avfr.codec.model import file_sha256
         from avfr.codec.weights import shipped_manifest
 
-        model = file_sha256(shipped_manifest())[:16]
+        manifest = args.model if args.model is not None else shipped_manifest()
+        if not manifest.is_file():
+            raise CliError(f"--model: no manifest at {manifest}")
+        model = file_sha256(manifest)[:16]
     config = bench.BenchConfig(tuple(sorted(rates)), codecs, points, args.cross,
                                args.max_frames, args.vvenc_preset, args.max_probes, args.threads,
                                not args.no_identity, probe_preset, model)
@@ -132,7 +137,7 @@ def _bench(args: argparse.Namespace) -> int:
     steps_per_clip = (1 + len(points) * ("avfr" in config.codecs) + int(config.cross and "avfr" in config.codecs)
                       + len(rates) * sum(c != "avfr" for c in config.codecs))
     bar = tqdm(total=len(todo) * steps_per_clip, unit="step", disable=args.quiet or not todo, file=sys.stderr)
-    models = bench.AvfrModels.load(args.threads) if todo and "avfr" in config.codecs else None
+    models = bench.AvfrModels.load(args.threads, args.model) if todo and "avfr" in config.codecs else None
     evaluator = bench.Evaluator.create(config.identity) if todo else None
     try:
         for k, clip in enumerate(clips):
@@ -172,6 +177,8 @@ def _bench(args: argparse.Namespace) -> int:
                         f"{np.mean(avfr_src) * 8 / bench.CALL_SECONDS / 1000:.2f} kbit/s over 5 min"
                         if avfr_src else "n/a"),
         "avfr_points": {p: vars(bench.AVFR_POINTS[p]) for p in points},
+        "avfr_model": ({"manifest": str(manifest), "manifest_sha256_16": config.model} if manifest is not None
+                       else None),
         "anchor_flags": {c: specs[c].flags() + (f"   (QP search: -preset {config.probe_preset} probes, see "
                                                  "anchor_search)" if c in probed else "")
                          for c in config.codecs if c in specs},

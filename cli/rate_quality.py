@@ -106,12 +106,13 @@ class AvfrModels:
     sha256: dict[str, str]
 
     @classmethod
-    def load(cls, threads: int = 2) -> AvfrModels:
-        """Load the shipped model (graph hashes are checked when the Encoder/Decoder build their graphs)."""
+    def load(cls, threads: int = 2, manifest: Path | None = None) -> AvfrModels:
+        """Load the shipped model, or the one of an ONNX ``manifest`` (graph hashes are checked when the
+        Encoder/Decoder build their graphs)."""
         from avfr.codec.priors import PriorExtractor
         from avfr.sender import load_call_model
 
-        model = load_call_model()
+        model = load_call_model(manifest)
         return cls(model, PriorExtractor(mesh=True, mask=True), threads, model.model_id,
                    dict(model.manifest.sha256))
 
