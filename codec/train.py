@@ -419,13 +419,7 @@ class _Trainer:
         }
 
     def load(self, ckpt: Mapping[str, Any]) -> None:
-        saved = ckpt["train_config"]
-        if saved["config"] != self.cfg.config:
-            raise ValueError(f"checkpoint is of model config {saved['config']!r}, not {self.cfg.config!r}")
-        for key in ("use_audio", "use_priors", "causal"):
-            if saved[key] != getattr(self.cfg, key):
-                raise ValueError(f"checkpoint was trained with {key}={saved[key]}, "
-                                 f"this run asks {getattr(self.cfg, key)}")
+        self.check_compatible(ckpt, ("config", "use_audio", "use_priors", "causal"), "checkpoint")
         self.model.load_state_dict(ckpt["model"])
         self.disc.load_state_dict(ckpt["discriminator"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
@@ -434,6 +428,14 @@ class _Trainer:
         self.wall_s_before = float(ckpt["wall_s"])
         self.best_psnr = float(ckpt["best_psnr_db"])
         _set_rng_state(ckpt["rng"], self.device, self.trainset)
+
+    def check_compatible(self, ckpt: Mapping[str, Any], keys: tuple[str, ...], what: str) -> None:
+        """Raise ValueError when the checkpoint's run settings ``keys`` differ from this run's."""
+        saved = ckpt["train_config"]
+        for key in keys:
+            if saved[key] != getattr(self.cfg, key):
+                raise ValueError(f"{what} was trained with {key}={saved[key]!r}, this run asks "
+                                 f"{getattr(self.cfg, key)!r}")
 
     def train_mode(self) -> None:
         """Both networks in training mode, except a frozen detector (its BatchNorm statistics stay fixed)."""
@@ -449,11 +451,7 @@ class _Trainer:
             ValueError: the checkpoint is of another model config or ablation.
         """
         ckpt = load_checkpoint(path)
-        saved = ckpt["train_config"]
-        for key in ("config", "use_audio", "use_priors"):
-            if saved[key] != getattr(self.cfg, key):
-                raise ValueError(f"--init {path}: trained with {key}={saved[key]}, this run asks "
-                                 f"{getattr(self.cfg, key)}")
+        self.check_compatible(ckpt, ("config", "use_audio", "use_priors"), f"--init {path}")
         self.model.load_state_dict(ckpt["model"])
         self.disc.load_state_dict(ckpt["discriminator"])
         log.info("initialised from %s (step %d of that run)", path, int(ckpt["step"]))

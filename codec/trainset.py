@@ -293,9 +293,7 @@ class TrainSet:
             grid_sample coordinates ([-1, 1], align_corners=False), on the device.
         """
         idx, draw = self._draw(batch_size)
-        src, drv, mel = self.batch(idx)
-        if self.augment is not None:
-            src, drv = self._apply_augment(src, drv, draw)
+        src, drv, mel = self._augmented_batch(idx, draw)
         return src, drv, mel, self.mouth_boxes(idx, draw).to(self.device)
 
     def mouth_boxes(self, idx: PairIndex, draw: _AugmentDraw | None = None) -> Tensor:
@@ -335,10 +333,14 @@ class TrainSet:
     def sample_indexed(self, batch_size: int) -> tuple[PairIndex, Tensor, Tensor, Tensor]:
         """Like ``sample`` but also returns which pairs were drawn."""
         idx, draw = self._draw(batch_size)
+        return (idx, *self._augmented_batch(idx, draw))
+
+    def _augmented_batch(self, idx: PairIndex, draw: _AugmentDraw) -> tuple[Tensor, Tensor, Tensor]:
+        """``batch(idx)`` with the draw's augmentation applied (when the set augments)."""
         src, drv, mel = self.batch(idx)
         if self.augment is not None:
             src, drv = self._apply_augment(src, drv, draw)
-        return idx, src, drv, mel
+        return src, drv, mel
 
     def batch(self, idx: PairIndex) -> tuple[Tensor, Tensor, Tensor]:
         """The un-augmented batch of given pairs.
