@@ -6,7 +6,11 @@ measured by ``benchmarks/bench_quant.py``) and the mel window of the Opus round 
 (12 kbit/s, what a receiver hears). Rows, one JSON line each:
 
 - ``model``: the generated frame; ``still``: the source shown unchanged (the zero-bit floor);
-- ``silent``: the model fed a silent mel (does the audio branch move the mouth?).
+- ``silent``: the model fed a silent mel (does the audio branch move the mouth?);
+- with ``--hold N``: ``held`` renders frame i from the keypoints of the face frame N before it (what the
+  receiver shows while keypoint packets are lost: it holds the last keypoints while the speech goes on) with
+  frame i's mel, and ``held_silent`` the same with a silent mel: their mouth-LMD gap is what the speech
+  alone tells the mouth.
 
 Metrics: L1, PSNR, SSIM (``avfr.codec.metrics.pixel_metrics``), LMD (mean distance of the 478 mediapipe
 landmarks, px at 256) and mouth LMD (the 40 lip landmarks of ``FACEMESH_LIPS``), against the driving frame's
@@ -37,25 +41,37 @@ from avfr.codec.weights import shipped_manifest
 
 
 def evaluate_clip(clip: ClipArrays, sender: SenderModel, receiver: ReceiverModel, extractor: PriorExtractor,
-                  lips: np.ndarray, stride: int, opus_bps: int) -> tuple[dict[str, dict[str, list[float]]], list]:
-    """Per-frame metrics of one clip for the model, still and silent rows; and (driving, generated) pairs."""
+                  lips: np.ndarray, stride: int, opus_bps: int, hold: int = 0
+                  ) -> tuple[dict[str, dict[str, list[float]]], list]:
+    """Per-frame metrics of one clip for the model, still and silent rows (+ held, held_silent when
+    ``hold`` > 0 frames); and (driving, generated) pairs."""
     faces = np.flatnonzero(clip.face_found)
     src_i = int(faces[0])
     source5 = five_channel(np.asarray(clip.frames[src_i]), np.asarray(clip.mesh[src_i]), np.asarray(clip.mask[src_i]))
     receiver.set_source(source5)
     mel = clip_log_mel(opus_roundtrip(clip.pcm, opus_bps)) if clip.has_audio else clip.mel
     silent = clip_log_mel(np.zeros_like(clip.pcm))
+    names = ("model", "still", "silent") + (("held", "held_silent") if hold > 0 else ())
     rows: dict[str, dict[str, list[float]]] = {k: {m: [] for m in ("l1", "psnr", "ssim", "lmd", "mouth_lmd")}
-                                               for k in ("model", "still", "silent")}
+                                               for k in names}
     pairs = []
+
+    def keypoints(f: int) -> tuple[np.ndarray, np.ndarray]:
+        return sender.keypoints(five_channel(np.asarray(clip.frames[f]), np.asarray(clip.mesh[f]),
+                                             np.asarray(clip.mask[f])))
+
     for i in faces[faces != src_i][::stride]:
         drv_rgb = np.asarray(clip.frames[i])
-        kp, jac = sender.keypoints(five_channel(drv_rgb, np.asarray(clip.mesh[i]), np.asarray(clip.mask[i])))
+        kp, jac = keypoints(int(i))
         outs = {
             "model": receiver.frame(kp, jac, mel_window(mel, int(i))),
             "still": np.asarray(clip.frames[src_i]),
             "silent": receiver.frame(kp, jac, mel_window(silent, int(i))),
         }
+        if hold > 0:
+            kp_h, jac_h = keypoints(int(faces[max(int(np.searchsorted(faces, i)) - hold, 0)]))
+            outs["held"] = receiver.frame(kp_h, jac_h, mel_window(mel, int(i)))
+            outs["held_silent"] = receiver.frame(kp_h, jac_h, mel_window(silent, int(i)))
         ref = torch.from_numpy(drv_rgb).permute(2, 0, 1)[None].float() / 255.0
         for name, rgb in outs.items():
             gen = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
@@ -93,6 +109,8 @@ def main() -> int:
     parser.add_argument("--stride", type=int, default=2, help="drive every N-th face frame")
     parser.add_argument("--opus-bps", type=int, default=12000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--hold", type=int, default=0, metavar="FRAMES",
+                        help="also render from keypoints held this many face frames back (held, held_silent rows)")
     parser.add_argument("--strip", type=Path, default=None, help="write a strip PNG of the first 3 dev clips")
     args = parser.parse_args()
 
@@ -109,7 +127,7 @@ def main() -> int:
     strips = []
     t0 = time.perf_counter()
     for clip in clips:
-        rows, pairs = evaluate_clip(clip, sender, receiver, extractor, lips, args.stride, args.opus_bps)
+        rows, pairs = evaluate_clip(clip, sender, receiver, extractor, lips, args.stride, args.opus_bps, args.hold)
         for name, metrics in rows.items():
             agg = totals.setdefault(name, {k: [] for k in metrics})
             for k, v in metrics.items():

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run avfr's sender -> packets -> receiver path and anchor encoders (imageio-ffmpeg: libvvenc, "
         "libx265, libsvtav1; low delay, QP searched to the requested rates) on every clip, measure quality "
         "(L1, PSNR, SSIM, MS-SSIM, VMAF, LMD, mouth LMD, lip-sync proxy, identity distance, jitter) and write "
-        "report.json, report.md, plots and frame strips. Finished clips are reused by a re-run.",
+        "report.json, report.md, plots and frame strips. A re-run into the same --out reuses every part of a "
+        "clip whose settings did not change (the still row, each anchor codec, each avfr point): a new --model "
+        "or new --avfr-points re-run only the avfr rows.",
     )
     p.add_argument("--clips", metavar="DIR", type=Path, required=True,
                    help="folder with manifest.json, a folder of <id>.mp4 (+ <id>.wav) clips, or one video")
@@ -133,29 +135,29 @@ def _bench(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     results = []
-    todo = [c for c in clips if bench.load_done(out, c.clip_id, config) is None]
-    steps_per_clip = (1 + len(points) * ("avfr" in config.codecs) + int(config.cross and "avfr" in config.codecs)
-                      + len(rates) * sum(c != "avfr" for c in config.codecs))
-    bar = tqdm(total=len(todo) * steps_per_clip, unit="step", disable=args.quiet or not todo, file=sys.stderr)
-    models = bench.AvfrModels.load(args.threads, args.model) if todo and "avfr" in config.codecs else None
+    done = {c.clip_id: bench.load_done(out, c.clip_id, config) for c in clips}
+    cross_src = {}  # clip index -> the cross-identity source: the next clip's frame 0 (another identity)
+    if config.cross and len(clips) > 1:
+        cross_src = {k: np.ascontiguousarray(clips[(k + 1) % len(clips)].frames[0]) for k in range(len(clips))}
+    # what is left to compute: the parts without a saved file (a new model re-runs only the avfr parts)
+    todo = [p for k, c in enumerate(clips) if done[c.clip_id] is None
+            for p in bench.missing_parts(out, c, config, cross_src.get(k))]
+    bar = tqdm(total=sum(p.steps for p in todo), unit="step", disable=args.quiet or not todo, file=sys.stderr)
+    need_models = any(p.kind in ("avfr", "cross") for p in todo)
+    models = bench.AvfrModels.load(args.threads, args.model) if need_models else None
     evaluator = bench.Evaluator.create(config.identity) if todo else None
     try:
         for k, clip in enumerate(clips):
-            done = bench.load_done(out, clip.clip_id, config)
-            if done is not None:
+            if done[clip.clip_id] is not None:
                 logger.info("%s: reusing %s", clip.clip_id, out / "clips" / f"{clip.clip_id}.json")
-                results.append(done)
+                results.append(done[clip.clip_id])
                 continue
-            cross_src = None
-            if config.cross and len(clips) > 1:
-                other = clips[(k + 1) % len(clips)]  # the next clip: another identity in the shared data
-                cross_src = np.ascontiguousarray(other.frames[0])
 
             def tick(msg: str, _clip: str = clip.clip_id) -> None:
                 bar.set_postfix_str(f"{_clip}: {msg}")
                 bar.update(1)
 
-            results.append(bench.run_clip(clip, config, out, models, evaluator, cross_src, tick))
+            results.append(bench.run_clip(clip, config, out, models, evaluator, cross_src.get(k), tick))
     finally:
         bar.close()
         if models is not None:
@@ -164,6 +166,7 @@ def _bench(args: argparse.Namespace) -> int:
             evaluator.close()
 
     probed = bench.probe_specs(config)
+    id_ok, id_note = bench.identity_status(config.identity)
     rows = [r for res in results for r in res["rows"]]
     means = bench_report.mean_rows(rows)
     ref = [res["reference"] for res in results]
@@ -184,7 +187,7 @@ def _bench(args: argparse.Namespace) -> int:
                          for c in config.codecs if c in specs},
         "anchor_search": bench_report.search_note(config.vvenc_preset, config.probe_preset, sorted(probed),
                                                   config.max_probes),
-        "identity": (evaluator.id_note if evaluator else bench.quality.identity_backend()[1]),
+        "identity": id_note,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
         "versions": _versions(),
         "clips": [{k: res.get(k) for k in ("clip", "split", "num_frames", "duration_s", "has_audio", "problems",
@@ -203,7 +206,7 @@ def _bench(args: argparse.Namespace) -> int:
     if config.cross and len(clips) < 2:
         logger.warning("--cross needs at least two clips (the source comes from another clip): skipped")
         report["cross_note"] = "cross-identity rows skipped: needs at least two clips"
-    if not evaluator or evaluator.embedder is None:
+    if not id_ok:
         report["id_dist_note"] = f"id_dist is null: {report['identity']}"
     report["plots"] = [p.name for p in bench_report.plot_curves(means, out)]
     (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=str))

@@ -16,9 +16,17 @@ Work shared between rows is done once per clip: the sender's priors and keypoint
 every operating point; :class:`SenderMemo`, their measured time still counted in each point's encoder time),
 the still row's landmarks (one picture), the identity embedding of the source.
 
-Every row shares the same speech (Opus, ``AUDIO_BITRATE_BPS``), so rates are video bits only. Results of a
-finished clip are saved as ``<out>/clips/<clip_id>.json`` and reused by a re-run with the same settings;
-anchor bitstreams are kept in ``<out>/work`` so an interrupted search resumes.
+Every row shares the same speech (Opus, ``AUDIO_BITRATE_BPS``), so rates are video bits only.
+
+Resume: a clip's result is made of parts (:func:`clip_parts`): the still row, each avfr operating point, the
+cross-identity rows and each anchor codec (its rows at every target rate and its rate searches). Each part is
+saved as ``<out>/clips/<clip_id>.parts/<name>-<key>.json`` (plus a PNG of its strip frames, for the strip's
+columns), keyed by a hash of exactly the settings that change it (:class:`ClipPart`), and reused by any later
+run into the same folder that needs it. So a new avfr model, or new points, re-runs only the avfr (and cross)
+rows; a new rate or preset re-runs only the anchors; older parts stay for runs that go back. The assembled
+result is ``<out>/clips/<clip_id>.json`` (keyed by the whole :class:`BenchConfig`: a re-run with the same
+settings reads just that file); rows keep a fixed order, so a resumed clip equals a fresh run but for
+timings. Anchor bitstreams are kept in ``<out>/work`` so an interrupted search resumes.
 """
 
 from __future__ import annotations
@@ -319,6 +327,14 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
 # Metrics of one row
 
 
+def identity_status(use_identity: bool = True) -> tuple[bool, str]:
+    """Whether rows get an identity distance (dlib available and not switched off), and the report's note."""
+    ok, note = quality.identity_backend()
+    if ok and not use_identity:
+        return False, "identity distance switched off (--no-identity)"
+    return ok, note
+
+
 @dataclass
 class Evaluator:
     """Metric tools kept open across a run (mediapipe graph, dlib models)."""
@@ -330,11 +346,9 @@ class Evaluator:
 
     @classmethod
     def create(cls, use_identity: bool = True) -> Evaluator:
-        ok, note = quality.identity_backend()
-        embedder = quality.IdentityEmbedder() if (ok and use_identity) else None
-        if ok and not use_identity:
-            note = "identity distance switched off (--no-identity)"
-        return cls(quality.LandmarkTracker(), embedder, note, quality.lip_indices())
+        ok, note = identity_status(use_identity)
+        return cls(quality.LandmarkTracker(), quality.IdentityEmbedder() if ok else None, note,
+                   quality.lip_indices())
 
     def close(self) -> None:
         self.tracker.close()
@@ -375,12 +389,12 @@ class Evaluator:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# One clip
+# Settings and resume parts
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Settings of a run (their hash keys the per-clip resume files)."""
+    """Settings of a run (their hash keys the assembled per-clip files; :func:`clip_parts` keys the parts)."""
 
     bitrates_kbps: tuple[float, ...]
     codecs: tuple[str, ...]
@@ -398,6 +412,162 @@ class BenchConfig:
         keyed = {**asdict(self), "avfr_path_version": AVFR_PATH_VERSION, "metrics_version": METRICS_VERSION,
                  "anchor_search_version": ANCHOR_SEARCH_VERSION}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+    def clip_frames(self, clip_num_frames: int) -> int:
+        """Frames benchmarked of a clip of ``clip_num_frames`` frames (``max_frames``, 0: all)."""
+        return clip_num_frames if self.max_frames <= 0 else min(self.max_frames, clip_num_frames)
+
+    def featured_point(self) -> str:
+        """The avfr point of the frame strip and the cross-identity rows: q8 when benched, else the first."""
+        return "q8" if "q8" in self.avfr_points else self.avfr_points[0]
+
+
+STRIP_ANCHORS = ("vvc", "av1")  # anchor columns of the frame strip (their lowest-rate encode)
+
+
+@dataclass(frozen=True)
+class ClipPart:
+    """One independently reusable piece of a clip's result.
+
+    Saved as ``<out>/clips/<clip_id>.parts/<name>-<key>.json``, plus ``<name>-<key>.png`` (its frames of the
+    strip, stacked vertically) when it has a strip column. The key hashes everything that changes the part's
+    rows and nothing else, so any later run into the same folder that needs the part reuses it.
+
+    Attributes:
+        kind: "still", "avfr" (one operating point), "cross" (the cross-identity rows) or "anchor" (one codec's
+            rows at every target rate, and its rate searches).
+        arg: the operating point ("avfr", "cross"), the codec ("anchor"), "" ("still").
+        key: 16 hex digits of the SHA-256 of ``fields``.
+        fields: canonical JSON of what the key hashes (copied into the part file).
+        steps: progress-bar ticks when it is computed.
+    """
+
+    kind: str
+    arg: str
+    key: str
+    fields: str
+    steps: int
+
+    @property
+    def name(self) -> str:
+        """The file name's stem: still, avfr-<point>, cross-<point> or the anchor codec."""
+        return {"still": "still", "anchor": self.arg}.get(self.kind, f"{self.kind}-{self.arg}")
+
+    def path(self, out_dir: Path, clip_id: str) -> Path:
+        """The part's JSON file."""
+        return out_dir / "clips" / f"{clip_id}.parts" / f"{self.name}-{self.key}.json"
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    """16 hex digits of blake2b over the arrays' dtypes, shapes and bytes."""
+    h = hashlib.blake2b(digest_size=8)
+    for array in arrays:
+        a = np.ascontiguousarray(array)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _part(kind: str, arg: str, steps: int, **fields: object) -> ClipPart:
+    text = json.dumps(fields, sort_keys=True)
+    return ClipPart(kind, arg, hashlib.sha256(text.encode()).hexdigest()[:16], text, steps)
+
+
+def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None) -> list[ClipPart]:
+    """The parts of a clip's result, in the order of its rows.
+
+    Keys: every part hashes the benchmarked frames, speech and reference landmarks, the metrics version and
+    whether rows get an identity distance. The still row adds the source's WebP quality; an avfr point adds
+    the model's manifest hash, its settings (:class:`AvfrPoint`), the path version and ``threads``; the cross
+    part adds the cross source image; an anchor codec adds its encoder flags (with the preset and threads),
+    those of its QP-search probes, the target rates, ``max_probes`` and the search version.
+
+    Args:
+        clip: a prepared clip (``avfr.codec.cache.ClipArrays``).
+        config: the run's settings.
+        cross_source: uint8 (256, 256, 3) source image of the cross-identity rows (None: no cross rows).
+    """
+    n = config.clip_frames(clip.num_frames)
+    base = {"num_frames": n, "metrics_version": METRICS_VERSION,
+            "inputs": _digest(clip.frames[:n], clip.pcm[: n * SAMPLES_PER_FRAME], clip.landmarks[:n]),
+            "identity": identity_status(config.identity)[0]}
+    parts = [_part("still", "", 1, **base, source_quality=SOURCE_WEBP_QUALITY)]
+    if "avfr" in config.codecs:
+        avfr = {**base, "model": config.model, "threads": config.threads, "avfr_path_version": AVFR_PATH_VERSION,
+                "source_quality": SOURCE_WEBP_QUALITY, "audio_bitrate_bps": AUDIO_BITRATE_BPS}
+        parts += [_part("avfr", p, 1, **avfr, point=asdict(AVFR_POINTS[p])) for p in config.avfr_points]
+        if config.cross and cross_source is not None:
+            p = config.featured_point()
+            parts.append(_part("cross", p, 1, **avfr, point=asdict(AVFR_POINTS[p]),
+                               cross_source=_digest(cross_source)))
+    specs, cheap = anchors.anchor_specs(config.vvenc_preset, config.threads), probe_specs(config)
+    for codec in config.codecs:
+        if codec != "avfr":
+            parts.append(_part("anchor", codec, len(config.bitrates_kbps), **base, spec=asdict(specs[codec]),
+                               probe_spec=asdict(cheap[codec]) if codec in cheap else None,
+                               bitrates_kbps=list(config.bitrates_kbps), max_probes=config.max_probes,
+                               anchor_search_version=ANCHOR_SEARCH_VERSION))
+    return parts
+
+
+def _load_part(path: Path, part: ClipPart, strip_shape: tuple[int, ...]) -> dict | None:
+    """A saved part (its strip frames, uint8 ``strip_shape``, under "strip_frames"), or None when it is absent,
+    unreadable or not this part."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != part.key or not isinstance(data.get("rows"), list):
+        return None
+    if data.get("strip_kbps") is not None:
+        png = path.with_suffix(".png")
+        image = cv2.imread(str(png), cv2.IMREAD_COLOR) if png.is_file() else None
+        s, h, w, c = strip_shape
+        if image is None or image.shape != (s * h, w, c):
+            return None
+        data["strip_frames"] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).reshape(strip_shape)
+    return data
+
+
+def _save_part(path: Path, part: ClipPart, data: dict, strip_frames: np.ndarray | None) -> dict:
+    """Write a part (PNG first, then the JSON, each by an atomic rename) and return it as :func:`_load_part`
+    would read it back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if strip_frames is not None:
+        s, h, w, c = strip_frames.shape
+        tmp = path.with_name(f"{path.stem}.tmp.png")
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(strip_frames.reshape(s * h, w, c), cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {tmp}")
+        tmp.replace(path.with_suffix(".png"))
+    text = json.dumps({"part": part.name, "key": part.key, "fields": json.loads(part.fields), **data}, indent=1)
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    saved = json.loads(text)
+    if strip_frames is not None:
+        saved["strip_frames"] = strip_frames
+    return saved
+
+
+def strip_indices(num_frames: int) -> np.ndarray:
+    """The frames of the strip: int64 (<= STRIP_FRAMES,), spread evenly over ``num_frames``."""
+    return np.unique(np.linspace(0, num_frames - 1, min(STRIP_FRAMES, num_frames)).round().astype(int))
+
+
+def _strip_shape(clip, config: BenchConfig) -> tuple[int, ...]:
+    return (len(strip_indices(config.clip_frames(clip.num_frames))), *clip.frames.shape[1:])
+
+
+def missing_parts(out_dir: Path, clip, config: BenchConfig, cross_source: np.ndarray | None = None
+                  ) -> list[ClipPart]:
+    """The parts of a clip that :func:`run_clip` has to compute (no valid saved file in ``out_dir``)."""
+    shape = _strip_shape(clip, config)
+    return [p for p in clip_parts(clip, config, cross_source)
+            if _load_part(p.path(out_dir, clip.clip_id), p, shape) is None]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One clip
 
 
 def _probe_cached(spec: anchors.AnchorSpec, frames: np.ndarray, work: Path, ffmpeg: str
@@ -439,114 +609,180 @@ def _round(value: object) -> object:
     return value
 
 
-def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels, evaluator: Evaluator,
-             cross_source: np.ndarray | None = None, tick: Callable[[str], None] | None = None) -> dict:
-    """Benchmark one prepared clip (``avfr.codec.cache.ClipArrays``).
+@dataclass
+class _ClipRun:
+    """The inputs of one clip's rows and the tools that compute them (parts are computed by its methods)."""
 
-    Returns:
-        {"clip": ..., "rows": [...], "cross_rows": [...], "strip": path or None, ...}; also written to
-        ``<out>/clips/<clip_id>.json``.
-    """
-    tick = tick or (lambda _msg: None)
-    n = clip.num_frames if config.max_frames <= 0 else min(config.max_frames, clip.num_frames)
-    frames = np.ascontiguousarray(clip.frames[:n])
-    ref_lm = np.asarray(clip.landmarks[:n], np.float32)
-    pcm = np.asarray(clip.pcm[: n * 640], np.float32)
-    source = frames[0]
-    duration_s = n / anchors.FPS
-    ffmpeg = quality.ffmpeg_exe()
-    rows: list[dict] = []
-    shown: dict[str, np.ndarray] = {"original": frames}
+    clip_id: str
+    frames: np.ndarray  # uint8 (T, 256, 256, 3) RGB, frame 0 is the source
+    ref_lm: np.ndarray  # float32 (T, 478, 2) px, the original's landmarks
+    pcm: np.ndarray  # float32 (T * 640,) 16 kHz
+    evaluator: Evaluator
+    tick: Callable[[str], None]
 
-    def add(codec: str, point: str, test: np.ndarray, kbps: float, enc_fps: float | None, dec_fps: float | None,
-            test_lm: np.ndarray | None = None, **extra: object) -> None:
-        metrics = evaluator.full_reference(test, frames, ref_lm, pcm, source, test_lm)
-        row = {"clip": clip.clip_id, "codec": codec, "point": point, "kbps": kbps, **metrics,
+    @property
+    def source(self) -> np.ndarray:
+        return self.frames[0]
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.frames) / anchors.FPS
+
+    def row(self, codec: str, point: str, test: np.ndarray, kbps: float, enc_fps: float | None,
+            dec_fps: float | None, test_lm: np.ndarray | None = None, **extra: object) -> dict:
+        """One same-identity row: every metric of ``test`` uint8 (T, 256, 256, 3) against the original."""
+        metrics = self.evaluator.full_reference(test, self.frames, self.ref_lm, self.pcm, self.source, test_lm)
+        row = {"clip": self.clip_id, "codec": codec, "point": point, "kbps": kbps, **metrics,
                "enc_fps": enc_fps, "dec_fps": dec_fps, **extra}
-        rows.append({k: _round(v) for k, v in row.items()})
+        return {k: _round(v) for k, v in row.items()}
 
-    ref_sync, ref_lag = quality.sync_proxy(ref_lm, pcm)
-    # still: the decoded source image, every frame
-    from avfr.sender.source import decode_source_image, encode_source_image
+    def still(self) -> tuple[dict, None]:
+        """The still row: the decoded source image, every frame."""
+        from avfr.sender.source import decode_source_image, encode_source_image
 
-    src_decoded = decode_source_image(encode_source_image(source, SOURCE_WEBP_QUALITY))  # what the Decoder holds
-    still_lm = np.repeat(evaluator.tracker(src_decoded[None]), n, 0)  # one picture: its landmarks, every frame
-    add("still", "source", np.repeat(src_decoded[None], n, 0), 0.0, None, None, still_lm)
-    tick("still")
+        n = len(self.frames)
+        src_decoded = decode_source_image(encode_source_image(self.source, SOURCE_WEBP_QUALITY))  # the Decoder's
+        still_lm = np.repeat(self.evaluator.tracker(src_decoded[None]), n, 0)  # one picture: its landmarks
+        row = self.row("still", "source", np.repeat(src_decoded[None], n, 0), 0.0, None, None, still_lm)
+        self.tick("still")
+        return {"rows": [row]}, None
 
-    cross_rows: list[dict] = []
-    if "avfr" in config.codecs:
-        memo = SenderMemo(models.extractor)
-        for name in config.avfr_points:
-            point = AVFR_POINTS[name]
-            res = avfr_path(frames, pcm, source, point, models, memo=memo)
-            kbps = res.packet_bytes * 8 / duration_s / 1000
-            src_kbps = res.source_bytes * 8 / CALL_SECONDS / 1000
-            add("avfr", name, res.frames, kbps, n / res.encode_s, n / res.decode_s,
-                packet_bytes=res.packet_bytes, num_packets=res.num_packets, num_key_packets=res.num_key_packets,
-                source_bytes=res.source_bytes, source_kbps_5min=src_kbps, kbps_with_source_5min=kbps + src_kbps,
-                source_images=res.num_source_images, audio_kbps=res.audio_bytes * 8 / duration_s / 1000,
-                concealed_frames=res.concealed_frames,
-                settings=json.dumps(asdict(point)))
-            if "avfr" not in shown or name == "q8":
-                shown["avfr"], shown["avfr_kbps"] = res.frames, kbps
-            tick(f"avfr {name}")
-        if config.cross and cross_source is not None:
-            name = "q8" if "q8" in config.avfr_points else config.avfr_points[0]
-            res = avfr_path(frames, pcm, cross_source, AVFR_POINTS[name], models, relative=True, memo=memo)
-            metrics = evaluator.no_reference(res.frames, ref_lm, pcm, cross_source)
-            cross_lm = np.repeat(evaluator.tracker(cross_source[None]), n, 0)
-            still_metrics = evaluator.no_reference(np.repeat(cross_source[None], n, 0), ref_lm, pcm, cross_source,
-                                                   cross_lm)
-            for codec, m in (("avfr", metrics), ("still", still_metrics)):
-                cross_rows.append({k: _round(v) for k, v in
-                                   {"clip": clip.clip_id, "codec": codec, "point": name, **m}.items()})
-            tick("avfr cross")
+    def avfr(self, name: str, models: AvfrModels, memo: SenderMemo) -> tuple[dict, np.ndarray]:
+        """The row of one avfr operating point, and its strip frames."""
+        n, point = len(self.frames), AVFR_POINTS[name]
+        res = avfr_path(self.frames, self.pcm, self.source, point, models, memo=memo)
+        kbps = res.packet_bytes * 8 / self.duration_s / 1000
+        src_kbps = res.source_bytes * 8 / CALL_SECONDS / 1000
+        row = self.row("avfr", name, res.frames, kbps, n / res.encode_s, n / res.decode_s,
+                       packet_bytes=res.packet_bytes, num_packets=res.num_packets,
+                       num_key_packets=res.num_key_packets, source_bytes=res.source_bytes,
+                       source_kbps_5min=src_kbps, kbps_with_source_5min=kbps + src_kbps,
+                       source_images=res.num_source_images, audio_kbps=res.audio_bytes * 8 / self.duration_s / 1000,
+                       concealed_frames=res.concealed_frames, settings=json.dumps(asdict(point)))
+        self.tick(f"avfr {name}")
+        return {"rows": [row], "strip_kbps": kbps}, res.frames[strip_indices(n)]
 
-    specs = anchors.anchor_specs(config.vvenc_preset, config.threads)
-    cheap_specs = probe_specs(config)
-    searches: dict[str, list[dict]] = {}
-    for codec in config.codecs:
-        if codec == "avfr":
-            continue
-        spec = specs[codec]
-        work = out_dir / "work" / clip.clip_id
-        probe = _probe_cached(spec, frames, work / codec, ffmpeg)
+    def cross(self, name: str, models: AvfrModels, memo: SenderMemo, cross_source: np.ndarray) -> tuple[dict, None]:
+        """The cross-identity rows (avfr, then still) of one point, driven by this clip, source from another."""
+        n = len(self.frames)
+        ev = self.evaluator
+        res = avfr_path(self.frames, self.pcm, cross_source, AVFR_POINTS[name], models, relative=True, memo=memo)
+        metrics = ev.no_reference(res.frames, self.ref_lm, self.pcm, cross_source)
+        cross_lm = np.repeat(ev.tracker(cross_source[None]), n, 0)
+        still_metrics = ev.no_reference(np.repeat(cross_source[None], n, 0), self.ref_lm, self.pcm, cross_source,
+                                        cross_lm)
+        rows = [{k: _round(v) for k, v in {"clip": self.clip_id, "codec": codec, "point": name, **m}.items()}
+                for codec, m in (("avfr", metrics), ("still", still_metrics))]
+        self.tick("avfr cross")
+        return {"rows": rows}, None
+
+    def anchor(self, codec: str, config: BenchConfig, work: Path) -> tuple[dict, np.ndarray | None]:
+        """One anchor codec's rows (one per distinct encode chosen for the target rates), its searches, and
+        (``STRIP_ANCHORS``) the strip frames of its lowest-rate encode."""
+        n, ffmpeg = len(self.frames), quality.ffmpeg_exe()
+        spec = anchors.anchor_specs(config.vvenc_preset, config.threads)[codec]
+        cheap_spec = probe_specs(config).get(codec)
+        probe = _probe_cached(spec, self.frames, work / codec, ffmpeg)
         cheap_probe = None
-        if codec in cheap_specs:
-            cheap_probe = _probe_cached(cheap_specs[codec], frames, work / f"{codec}-probe-{config.probe_preset}",
+        if cheap_spec is not None:
+            cheap_probe = _probe_cached(cheap_spec, self.frames, work / f"{codec}-probe-{config.probe_preset}",
                                         ffmpeg)
+        rows: list[dict] = []
+        searches: list[dict] = []
         done: set[int] = set()
-        searches[codec] = []
+        shown: tuple[np.ndarray, float] | None = None
         for target in config.bitrates_kbps:
             if cheap_probe is not None:
                 found = anchors.search_rate_probed(spec, target, probe, cheap_probe, max_probes=config.max_probes)
             else:
                 found = anchors.search_rate(spec, target, probe, max_probes=config.max_probes)
             enc = found.chosen
-            searches[codec].append({"target_kbps": target, "param": enc.param, "kbps": enc.kbps,
-                                    "at_floor": found.at_floor, "method": found.method,
-                                    "probes": [list(p) for p in found.probes],
-                                    "cheap_probes": [list(p) for p in found.cheap_probes]})
-            if enc.param in done:  # two targets landed on one encode (e.g. both below the floor)
-                tick(f"{codec} {target:g}")
-                continue
-            done.add(enc.param)
-            decoded, dec_s = anchors.decode(spec, enc.bitstream, n, ffmpeg)
-            add(codec, f"{spec.control}{enc.param}", decoded, enc.kbps, n / enc.encode_s, n / max(dec_s, 1e-9),
-                target_kbps=target, param=enc.param, at_floor=found.at_floor)
-            if codec in ("vvc", "av1") and (codec not in shown or enc.kbps < shown[f"{codec}_kbps"]):
-                shown[codec], shown[f"{codec}_kbps"] = decoded, enc.kbps
-            tick(f"{codec} {target:g}")
+            searches.append({"target_kbps": target, "param": enc.param, "kbps": enc.kbps,
+                             "at_floor": found.at_floor, "method": found.method,
+                             "probes": [list(p) for p in found.probes],
+                             "cheap_probes": [list(p) for p in found.cheap_probes]})
+            if enc.param not in done:  # else two targets landed on one encode (e.g. both below the floor)
+                done.add(enc.param)
+                decoded, dec_s = anchors.decode(spec, enc.bitstream, n, ffmpeg)
+                rows.append(self.row(codec, f"{spec.control}{enc.param}", decoded, enc.kbps, n / enc.encode_s,
+                                     n / max(dec_s, 1e-9), target_kbps=target, param=enc.param,
+                                     at_floor=found.at_floor))
+                if codec in STRIP_ANCHORS and (shown is None or enc.kbps < shown[1]):
+                    shown = decoded[strip_indices(n)], enc.kbps
+            self.tick(f"{codec} {target:g}")
+        data = {"rows": rows, "searches": searches, "strip_kbps": None if shown is None else shown[1]}
+        return data, None if shown is None else shown[0]
 
+
+def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels | None, evaluator: Evaluator | None,
+             cross_source: np.ndarray | None = None, tick: Callable[[str], None] | None = None) -> dict:
+    """Benchmark one prepared clip (``avfr.codec.cache.ClipArrays``), reusing the saved parts that still apply.
+
+    Every part of :func:`clip_parts` with a valid file in ``<out>/clips/<clip_id>.parts/`` is read back; the
+    others are computed and saved. Rows are assembled in a fixed order (still, avfr points, anchors in
+    ``config.codecs`` order), so a resumed clip's result equals a fresh run's except for timings.
+
+    Args:
+        models: the avfr model (None is fine when no avfr or cross part is missing).
+        evaluator: the metric tools (None is fine when no part is missing).
+        cross_source: uint8 (256, 256, 3) source image of the cross-identity rows (another clip's frame 0).
+        tick: called with a label after each computed step (:attr:`ClipPart.steps` per part).
+
+    Returns:
+        {"clip": ..., "rows": [...], "cross_rows": [...], "searches": {...}, "strip": path, ...}; also written
+        to ``<out>/clips/<clip_id>.json`` (keyed by ``config.key()``, see :func:`load_done`).
+
+    Raises:
+        ValueError: a part is missing but the models or evaluator it needs are None.
+    """
+    n = config.clip_frames(clip.num_frames)
+    frames = np.ascontiguousarray(clip.frames[:n])
+    ref_lm = np.asarray(clip.landmarks[:n], np.float32)
+    pcm = np.asarray(clip.pcm[: n * SAMPLES_PER_FRAME], np.float32)
+    parts = clip_parts(clip, config, cross_source)
+    shape = _strip_shape(clip, config)
+    saved = {p.name: _load_part(p.path(out_dir, clip.clip_id), p, shape) for p in parts}
+    missing = [p for p in parts if saved[p.name] is None]
+    if missing and evaluator is None:
+        raise ValueError(f"{clip.clip_id}: parts {', '.join(p.name for p in missing)} need an evaluator")
+    if models is None and any(p.kind in ("avfr", "cross") for p in missing):
+        raise ValueError(f"{clip.clip_id}: avfr parts are missing but no avfr model was given")
+    if len(missing) < len(parts):
+        logger.info("%s: reusing %s", clip.clip_id, ", ".join(p.name for p in parts if saved[p.name] is not None))
+
+    if missing:
+        run = _ClipRun(clip.clip_id, frames, ref_lm, pcm, evaluator, tick or (lambda _msg: None))
+        memo = SenderMemo(models.extractor) if models is not None else None
+    for part in missing:
+        if part.kind == "still":
+            data, strip = run.still()
+        elif part.kind == "avfr":
+            data, strip = run.avfr(part.arg, models, memo)
+        elif part.kind == "cross":
+            data, strip = run.cross(part.arg, models, memo, cross_source)
+        else:
+            data, strip = run.anchor(part.arg, config, out_dir / "work" / clip.clip_id)
+        saved[part.name] = _save_part(part.path(out_dir, clip.clip_id), part, data, strip)
+
+    shown: dict[str, np.ndarray | float] = {"original": frames[strip_indices(n)]}
+    for part in parts:
+        if (part.kind == "avfr" and part.arg == config.featured_point()) or (
+                part.kind == "anchor" and part.arg in STRIP_ANCHORS):
+            column = part.kind if part.kind == "avfr" else part.arg
+            shown[column], shown[f"{column}_kbps"] = saved[part.name]["strip_frames"], saved[part.name]["strip_kbps"]
     strip = out_dir / "strips" / f"{clip.clip_id}.png"
-    write_strip(strip, shown, STRIP_FRAMES)
+    write_strip(strip, shown)
+    ref_sync, ref_lag = quality.sync_proxy(ref_lm, pcm)
     result = {
-        "clip": clip.clip_id, "split": clip.split, "num_frames": n, "duration_s": duration_s,
+        "clip": clip.clip_id, "split": clip.split, "num_frames": n, "duration_s": n / anchors.FPS,
         "has_audio": bool(clip.has_audio), "problems": list(clip.problems), "config_key": config.key(),
         "reference": {"sync_corr": _round(ref_sync), "sync_lag_frames": ref_lag,
                       "jitter": _round(quality.landmark_jitter(ref_lm))},
-        "rows": rows, "cross_rows": cross_rows, "searches": searches, "strip": str(strip.relative_to(out_dir)),
+        "rows": [r for p in parts if p.kind != "cross" for r in saved[p.name]["rows"]],
+        "cross_rows": [r for p in parts if p.kind == "cross" for r in saved[p.name]["rows"]],
+        "searches": {p.arg: saved[p.name]["searches"] for p in parts if p.kind == "anchor"},
+        "strip": str(strip.relative_to(out_dir)),
+        "parts": [p.path(out_dir, clip.clip_id).name for p in parts],
     }
     path = out_dir / "clips" / f"{clip.clip_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -555,7 +791,7 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels, evalu
 
 
 def load_done(out_dir: Path, clip_id: str, config: BenchConfig) -> dict | None:
-    """A finished clip's saved result, when it was made with the same settings."""
+    """A finished clip's saved result, when it was made with the same settings (``config.key()``)."""
     path = out_dir / "clips" / f"{clip_id}.json"
     if not path.exists():
         return None
@@ -566,12 +802,17 @@ def load_done(out_dir: Path, clip_id: str, config: BenchConfig) -> dict | None:
     return data if data.get("config_key") == config.key() else None
 
 
-def write_strip(path: Path, shown: dict[str, np.ndarray], num_frames: int) -> None:
-    """Frame strip: one row per sampled frame, columns original | avfr | H.266 | AV1 (those present)."""
+def write_strip(path: Path, shown: dict[str, np.ndarray | float]) -> None:
+    """Frame strip: one row per strip frame, columns original | avfr | H.266 | AV1 (those present).
+
+    Args:
+        path: the PNG to write.
+        shown: column name -> uint8 (S, 256, 256, 3) RGB frames (the same S frames of the clip in every
+            column, e.g. :func:`strip_indices`); "<column>_kbps" -> its rate label (every column but "original").
+    """
     cols = [k for k in ("original", "avfr", "vvc", "av1") if k in shown]
-    n = len(shown["original"])
-    idx = np.unique(np.linspace(0, n - 1, min(num_frames, n)).round().astype(int))
-    grid = np.concatenate([np.concatenate([shown[c][i] for c in cols], axis=1) for i in idx], axis=0)
+    grid = np.concatenate([np.concatenate([shown[c][i] for c in cols], axis=1)
+                           for i in range(len(shown["original"]))], axis=0)
     header = np.full((24, grid.shape[1], 3), 255, np.uint8)
     for j, c in enumerate(cols):
         label = c if c == "original" else f"{c} {shown[f'{c}_kbps']:.1f}k"

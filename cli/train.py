@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wire-noise", type=float, default=None, metavar="P",
                    help="share of samples whose driving keypoints get the call's wire error (7-bit keypoints with "
                    "0.75-step hysteresis, 6-bit jacobians; default: 0)")
+    p.add_argument("--hold-kp", type=float, default=None, metavar="P",
+                   help="share of samples rendered from driving keypoints held 1..--hold-max-lag frames back, as the "
+                   "receiver does when keypoint packets are lost (the speech must carry the mouth; default: 0)")
+    p.add_argument("--hold-max-lag", type=int, default=None, metavar="FRAMES",
+                   help="longest hold of --hold-kp, in 40 ms frames (default: 4)")
     p.add_argument("--freeze-detector", action="store_true",
                    help="keep the keypoint detector fixed (no equivariance terms; the sender graph is unchanged)")
     p.add_argument("--no-audio", action="store_true", help="ablation: no audio encoders, silent mel")
@@ -109,6 +114,7 @@ def _train(args: argparse.Namespace) -> int:
         "amp": args.amp, "compile": args.compile, "num_threads": args.threads, "seed": args.seed,
         "schedule": args.schedule, "init_from": args.init, "mouth_l1": args.mouth_l1,
         "freeze_detector": args.freeze_detector or None, "wire_noise": args.wire_noise,
+        "hold_kp": args.hold_kp, "hold_max_lag": args.hold_max_lag,
     }
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not args.resume and (args.out / LAST_CKPT).exists():

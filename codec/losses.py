@@ -239,7 +239,8 @@ class GeneratorLoss(nn.Module):
         self.wire_noise = wire_noise
 
     def forward(
-        self, source: Tensor, driving: Tensor, mel: Tensor, mouth_box: Tensor | None = None
+        self, source: Tensor, driving: Tensor, mel: Tensor, mouth_box: Tensor | None = None,
+        kp_image: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One generator pass + losses.
 
@@ -249,18 +250,21 @@ class GeneratorLoss(nn.Module):
             mel: (B, 1, 80, 19) log-mel window of the driving frame.
             mouth_box: (B, 4) mouth boxes of the driving frames (``TrainSet.sample_with_mouth``); the
                 ``mouth_l1`` term is computed only when it is given and its weight is > 0.
+            kp_image: (B, 5, 256, 256) frames the driving keypoints are detected from instead of ``driving``
+                (held keypoints, ``TrainSet.sample_held``); the target stays ``driving``.
 
         Returns:
             total (scalar), generated (B, 3, 256, 256) in (0, 1) (with grad), terms: detached scalars by name
             (unweighted values).
         """
         w = self.weights
-        if self.wire_noise is None:
+        kp_frames = driving if kp_image is None else kp_image
+        if self.wire_noise is None and kp_image is None:
             image, _, _, kp_d, jac_d, warped_rgb, _ = self.model.forward_train(source, driving, mel)
-        else:  # forward_train with the wire's error on the driving keypoints (equivariance sees them exact)
+        else:  # forward_train with the wire's error / held keypoints (equivariance sees the exact detection)
             kp_s, jac_s, *cache = self.model.encode_source(source)
-            kp_d, jac_d = self.model.detect(driving)
-            kp_w, jac_w = self.wire_noise.apply(kp_d, jac_d)
+            kp_d, jac_d = self.model.detect(kp_frames)
+            kp_w, jac_w = (kp_d, jac_d) if self.wire_noise is None else self.wire_noise.apply(kp_d, jac_d)
             image, warped_rgb, _ = self.model.render(kp_s, jac_s, *cache, kp_w, jac_w, mel)
         target = driving[:, :3].float()
         terms: dict[str, Tensor] = {}
@@ -280,7 +284,7 @@ class GeneratorLoss(nn.Module):
             terms["mouth_l1"] = masked_l1(image, target, mask)
             total = total + w.mouth_l1 * terms["mouth_l1"]
         if w.equivariance_kp > 0 or w.equivariance_jac > 0:
-            eq_kp, eq_jac = equivariance_losses(self.model, driving, kp_d, jac_d, w.sigma_affine)
+            eq_kp, eq_jac = equivariance_losses(self.model, kp_frames, kp_d, jac_d, w.sigma_affine)
             terms["eq_kp"] = eq_kp
             terms["eq_jac"] = eq_jac
             total = total + w.equivariance_kp * eq_kp + w.equivariance_jac * eq_jac

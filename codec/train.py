@@ -96,6 +96,8 @@ class TrainConfig:
     augment: bool = True
     mouth_l1: float = 0.0  # weight of the auxiliary mouth-box L1 term (0: the paper's terms only)
     wire_noise: float = 0.0  # share of samples trained on the call's keypoint-wire error (7/6 bits, 0.75 steps)
+    hold_kp: float = 0.0  # share of samples rendered from keypoints held 1..hold_max_lag frames (packet loss)
+    hold_max_lag: int = 4  # frames (40 ms each)
     freeze_detector: bool = False  # keypoint detector fixed (eval mode, no equivariance): the sender graph stays
     init_from: str = ""  # a new run starts from this checkpoint's G and D weights (fine-tuning)
     time_limit_min: float = 0.0  # stop cleanly (checkpoint written) before this wall-clock budget; 0 = none
@@ -107,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"schedule {self.schedule!r}: expected multistep, cosine or constant")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device {self.device!r}: expected auto, cpu or cuda")
+        if not 0.0 <= self.hold_kp <= 1.0 or self.hold_max_lag < 1:
+            raise ValueError("hold_kp must be in [0, 1] and hold_max_lag >= 1")
 
 
 @dataclass(frozen=True)
@@ -502,8 +506,11 @@ class _Trainer:
         for group, base in ((self.opt_g.param_groups, cfg.lr), (self.opt_d.param_groups, cfg.lr_disc)):
             for g in group:
                 g["lr"] = base * lr_factor(cfg, self.step)
-        mouth = None
-        if cfg.mouth_l1 > 0:
+        mouth = kp_img = None
+        if cfg.hold_kp > 0:
+            src, drv, mel, mouth, kp_img = self.trainset.sample_held(cfg.batch_size, cfg.hold_kp, cfg.hold_max_lag)
+            kp_img = kp_img.contiguous(memory_format=self.memory_format)
+        elif cfg.mouth_l1 > 0:
             src, drv, mel, mouth = self.trainset.sample_with_mouth(cfg.batch_size)
         else:
             src, drv, mel = self.trainset.sample(cfg.batch_size)
@@ -513,7 +520,7 @@ class _Trainer:
         g_loss = self.g_loss_gan if gan_on else self.g_loss_warm
         self.disc.requires_grad_(False)
         with _autocast(self.device, cfg):
-            total, generated, terms = g_loss(src, drv, mel, mouth)
+            total, generated, terms = g_loss(src, drv, mel, mouth, kp_img)
         self.opt_g.zero_grad(set_to_none=True)
         if not torch.isfinite(total):
             return None

@@ -116,6 +116,7 @@ def opus_log_mels(pcm: np.ndarray, bitrates_bps: Sequence[int]) -> list[np.ndarr
 
 
 MOUTH_MARGIN = 0.25  # mouth box widened by this fraction of its size on every side
+_LAG_SEED_OFFSET = 7919
 
 
 class TrainSet:
@@ -151,6 +152,8 @@ class TrainSet:
         self.use_priors = use_priors
         self.augment = augment
         self.generator = torch.Generator().manual_seed(int(seed))
+        # a second stream for the held-keypoint lags, so that runs with and without them draw the same pairs
+        self.lag_generator = torch.Generator().manual_seed(int(seed) + _LAG_SEED_OFFSET)
         usable = []
         for clip in clips:
             n_face = int(np.count_nonzero(clip.face_found))
@@ -243,12 +246,14 @@ class TrainSet:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """The generator state (everything else is rebuilt from the clips)."""
-        return {"generator": self.generator.get_state()}
+        """The generators' states (everything else is rebuilt from the clips)."""
+        return {"generator": self.generator.get_state(), "lag_generator": self.lag_generator.get_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the generator state saved by ``state_dict``."""
+        """Restore the generators' states saved by ``state_dict`` (older states hold no lag stream)."""
         self.generator.set_state(state["generator"])
+        if "lag_generator" in state:
+            self.lag_generator.set_state(state["lag_generator"])
 
     # ------------------------------------------------------------------ sampling
 
@@ -296,6 +301,46 @@ class TrainSet:
         src, drv, mel = self._augmented_batch(idx, draw)
         return src, drv, mel, self.mouth_boxes(idx, draw).to(self.device)
 
+    def sample_held(self, batch_size: int, hold_prob: float, max_lag: int
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Like ``sample_with_mouth`` (the same draws) plus the frames the driving keypoints come from.
+
+        A share ``hold_prob`` of the samples takes its keypoint frame 1..``max_lag`` face frames *before* the
+        driving frame (uniform), the rest the driving frame itself. That is what the receiver renders when
+        keypoint packets are lost: it holds the last keypoints while the speech goes on, so only the audio
+        can tell the mouth of the frames in between.
+
+        Returns:
+            source5, driving5 (B, 5, H, W), mel (B, 1, 80, 19) of the driving frame, mouth box (B, 4) of the
+            driving frame, keypoint frame5 (B, 5, H, W) with the same augmentation; on the device.
+        """
+        idx, draw = self._draw(batch_size)
+        held = self.held_frames(idx, hold_prob, max_lag)
+        src, drv, mel = self.batch(idx)
+        kp_img = self.images(idx.clip, held)
+        if self.augment is not None:
+            src, drv, kp_img = self._apply_augment(draw, src, drv, kp_img)
+        return src, drv, mel, self.mouth_boxes(idx, draw).to(self.device), kp_img
+
+    def held_frames(self, idx: PairIndex, hold_prob: float, max_lag: int) -> Tensor:
+        """Keypoint frames for ``idx``: the driving frame, or with ``hold_prob`` one 1..``max_lag`` face
+        frames earlier (the clip's first face frame at most). Draws from ``lag_generator``.
+
+        Returns:
+            (B,) int64 frame indices within the clips.
+        """
+        b = len(idx.clip)
+        coin = torch.rand(b, generator=self.lag_generator)
+        lag = torch.randint(1, max(int(max_lag), 1) + 1, (b,), generator=self.lag_generator)
+        out = idx.driving.clone()
+        for k in range(b):
+            if coin[k] >= hold_prob or max_lag < 1:
+                continue
+            faces = self.face_frames[int(idx.clip[k])]
+            pos = int(np.searchsorted(faces, int(idx.driving[k])))
+            out[k] = int(faces[max(pos - int(lag[k]), 0)])
+        return out
+
     def mouth_boxes(self, idx: PairIndex, draw: _AugmentDraw | None = None) -> Tensor:
         """Bounding boxes of the lip landmarks of the driving frames, widened by ``MOUTH_MARGIN``.
 
@@ -339,7 +384,7 @@ class TrainSet:
         """``batch(idx)`` with the draw's augmentation applied (when the set augments)."""
         src, drv, mel = self.batch(idx)
         if self.augment is not None:
-            src, drv = self._apply_augment(src, drv, draw)
+            src, drv = self._apply_augment(draw, src, drv)
         return src, drv, mel
 
     def batch(self, idx: PairIndex) -> tuple[Tensor, Tensor, Tensor]:
@@ -413,29 +458,38 @@ class TrainSet:
 
     # ------------------------------------------------------------------ augmentation
 
-    def _apply_augment(self, src: Tensor, drv: Tensor, draw: _AugmentDraw) -> tuple[Tensor, Tensor]:
-        """Apply one draw per pair to source and driving alike (all five channels warped, RGB jittered)."""
-        b = src.shape[0]
-        dev = src.device
+    def _apply_augment(self, draw: _AugmentDraw, *images: Tensor) -> tuple[Tensor, ...]:
+        """Apply one draw per pair to every image batch alike (all five channels warped, RGB jittered).
 
-        def twice(t: Tensor) -> Tensor:  # (B, ...) -> (2B, ...) on the device
-            return torch.cat([t, t], 0).to(dev)
+        Args:
+            draw: the batch's augmentation parameters.
+            images: (B, 5, H, W) batches of the same pairs (source, driving, ...).
 
-        x = torch.cat([src, drv], 0)  # (2B, 5, H, W)
+        Returns:
+            the augmented batches, in order.
+        """
+        b = images[0].shape[0]
+        dev = images[0].device
+        n = len(images)
+
+        def twice(t: Tensor) -> Tensor:  # (B, ...) -> (nB, ...) on the device
+            return torch.cat([t] * n, 0).to(dev)
+
+        x = torch.cat(images, 0)  # (nB, 5, H, W)
         flip = twice(draw.flip)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         # affine: output pixel p samples input at p / scale + shift (zoom in for scale > 1)
-        inv = 1.0 / twice(draw.scale)  # (2B,)
-        shift = twice(draw.shift)  # (2B, 2)
+        inv = 1.0 / twice(draw.scale)  # (nB,)
+        shift = twice(draw.shift)  # (nB, 2)
         zero = torch.zeros_like(inv)
         theta = torch.stack([torch.stack([inv, zero, shift[:, 0]], -1),
-                             torch.stack([zero, inv, shift[:, 1]], -1)], 1)  # (2B, 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (2B, H, W, 2)
+                             torch.stack([zero, inv, shift[:, 1]], -1)], 1)  # (nB, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (nB, H, W, 2)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         rgb = _colour_jitter(x[:, :3], twice(draw.brightness), twice(draw.contrast), twice(draw.saturation),
                              twice(draw.hue_rad))
         x = torch.cat([rgb, x[:, 3:].clamp(0, 1)], 1)
-        return x[:b], x[b:]
+        return tuple(x[k * b:(k + 1) * b] for k in range(n))
 
 
 def _colour_jitter(rgb: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor,

@@ -84,7 +84,7 @@ def test_augmentation_is_one_draw_per_pair(clips: list[ClipArrays]) -> None:
     idx, draw = ts._draw(4)
     same = PairIndex(clip=idx.clip, source=idx.driving, driving=idx.driving, variant=idx.variant)
     src, drv, _ = ts.batch(same)  # source frame == driving frame
-    aug_src, aug_drv = ts._apply_augment(src, drv, draw)
+    aug_src, aug_drv = ts._apply_augment(draw, src, drv)
     assert torch.equal(aug_src, aug_drv)  # flip, warp and colour identical for both frames of a pair
     assert not torch.equal(aug_src, src)
     for x in (aug_src, aug_drv):
@@ -163,10 +163,41 @@ def test_mouth_boxes_hold_the_lips_and_follow_flip_and_zoom(clips: list[ClipArra
     from avfr.codec.losses import box_mask
 
     src, drv, _ = zoomed.batch(idx_z)
-    _, aug = zoomed._apply_augment(src, drv, draw_z)
+    _, aug = zoomed._apply_augment(draw_z, src, drv)
     before = (drv[:, :3] * box_mask(boxes, 256, 256)).sum((1, 2, 3)) / box_mask(boxes, 256, 256).sum((1, 2, 3))
     after = (aug[:, :3] * box_mask(zb, 256, 256)).sum((1, 2, 3)) / box_mask(zb, 256, 256).sum((1, 2, 3))
     torch.testing.assert_close(after, before, atol=0.02, rtol=0)
     src2, drv2, mel2, mouth = TrainSet(clips, "cpu", seed=5, augment=zoom).sample_with_mouth(4)
     torch.testing.assert_close(mouth, zb)
     assert torch.equal(drv2, aug)
+
+
+def test_held_keypoint_frames_are_earlier_face_frames_with_the_same_augmentation(clips: list[ClipArrays]) -> None:
+    plain = TrainSet(clips, "cpu", seed=7, augment=None)
+    idx, _ = plain._draw(6)
+    assert torch.equal(plain.held_frames(idx, 0.0, 3), idx.driving)  # no hold: the driving frames
+    held = plain.held_frames(idx, 1.0, 3)
+    for k in range(6):
+        faces = plain.face_frames[int(idx.clip[k])]
+        pos_d, pos_h = (int(np.searchsorted(faces, int(f))) for f in (idx.driving[k], held[k]))
+        assert faces[pos_h] == held[k]  # a face frame
+        assert 1 <= pos_d - pos_h <= 3 or pos_h == pos_d == 0  # 1..3 face frames earlier (or the first)
+    # with augmentation: the pairs, boxes and driving frames of sample_with_mouth, the keypoint frames warped alike
+    aug = AugmentConfig(flip_prob=0.5, scale=0.1, shift_frac=0.05)
+    src, drv, mel, mouth = TrainSet(clips, "cpu", seed=3, augment=aug).sample_with_mouth(4)
+    ts = TrainSet(clips, "cpu", seed=3, augment=aug)
+    src_h, drv_h, mel_h, mouth_h, kp_img = ts.sample_held(4, 0.5, 2)
+    for a, b in ((src, src_h), (drv, drv_h), (mel, mel_h), (mouth, mouth_h)):
+        assert torch.equal(a, b)
+    ts2 = TrainSet(clips, "cpu", seed=3, augment=aug)
+    idx2, draw2 = ts2._draw(4)
+    frames = ts2.held_frames(idx2, 0.5, 2)
+    assert (frames != idx2.driving).any() and (frames == idx2.driving).any()  # this seed holds some, not all
+    expected = ts2._apply_augment(draw2, ts2.images(idx2.clip, frames))[0]
+    torch.testing.assert_close(kp_img, expected)
+    same = frames == idx2.driving
+    assert torch.equal(kp_img[same], drv_h[same])
+    state = ts.state_dict()
+    again = TrainSet(clips, "cpu", seed=99, augment=aug)
+    again.load_state_dict(state)
+    torch.testing.assert_close(again.sample_held(2, 0.5, 2)[4], ts.sample_held(2, 0.5, 2)[4])  # exact resume
