@@ -14,7 +14,9 @@ measured by ``benchmarks/bench_quant.py``) and the mel window of the Opus round 
 
 Metrics: L1, PSNR, SSIM (``avfr.codec.metrics.pixel_metrics``), LMD (mean distance of the 478 mediapipe
 landmarks, px at 256) and mouth LMD (the 40 lip landmarks of ``FACEMESH_LIPS``), against the driving frame's
-landmarks. ``--strip PNG`` also draws source | (driving, generated) x 3 for the first 3 dev clips.
+landmarks; and two pose-free mouth measures: lip shape (the lip landmarks' distance after removing each
+frame's lip centroid, px) and mouth-opening error (|inner-lip gap / face height| difference, % of face
+height). ``--strip PNG`` also draws source | (driving, generated) x 3 for the first 3 dev clips.
 
     python benchmarks/eval_model.py --data ../shared/data --stride 2 --strip models/strip-dev.png
 """
@@ -35,7 +37,7 @@ from avfr.codec.audio import clip_log_mel, mel_window, opus_roundtrip
 from avfr.codec.cache import ClipArrays, load_clips
 from avfr.codec.metrics import pixel_metrics
 from avfr.codec.priors import PriorExtractor, five_channel
-from avfr.codec.quality import landmark_distance, lip_indices
+from avfr.codec.quality import landmark_distance, lip_indices, mouth_opening
 from avfr.codec.runtime import ReceiverModel, SenderModel, load_manifest
 from avfr.codec.weights import shipped_manifest
 
@@ -52,8 +54,8 @@ def evaluate_clip(clip: ClipArrays, sender: SenderModel, receiver: ReceiverModel
     mel = clip_log_mel(opus_roundtrip(clip.pcm, opus_bps)) if clip.has_audio else clip.mel
     silent = clip_log_mel(np.zeros_like(clip.pcm))
     names = ("model", "still", "silent") + (("held", "held_silent") if hold > 0 else ())
-    rows: dict[str, dict[str, list[float]]] = {k: {m: [] for m in ("l1", "psnr", "ssim", "lmd", "mouth_lmd")}
-                                               for k in names}
+    metrics = ("l1", "psnr", "ssim", "lmd", "mouth_lmd", "lip_shape", "mouth_open_err")
+    rows: dict[str, dict[str, list[float]]] = {k: {m: [] for m in metrics} for k in names}
     pairs = []
 
     def keypoints(f: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,9 +71,10 @@ def evaluate_clip(clip: ClipArrays, sender: SenderModel, receiver: ReceiverModel
             "silent": receiver.frame(kp, jac, mel_window(silent, int(i))),
         }
         if hold > 0:
-            kp_h, jac_h = keypoints(int(faces[max(int(np.searchsorted(faces, i)) - hold, 0)]))
-            outs["held"] = receiver.frame(kp_h, jac_h, mel_window(mel, int(i)))
-            outs["held_silent"] = receiver.frame(kp_h, jac_h, mel_window(silent, int(i)))
+            f = int(faces[max(int(np.searchsorted(faces, i)) - hold, 0)])
+            kp_h, jac_h = keypoints(f)  # models trained with held keypoints are also told for how long
+            outs["held"] = receiver.frame(kp_h, jac_h, mel_window(mel, int(i)), held_frames=int(i) - f)
+            outs["held_silent"] = receiver.frame(kp_h, jac_h, mel_window(silent, int(i)), held_frames=int(i) - f)
         ref = torch.from_numpy(drv_rgb).permute(2, 0, 1)[None].float() / 255.0
         for name, rgb in outs.items():
             gen = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
@@ -82,6 +85,11 @@ def evaluate_clip(clip: ClipArrays, sender: SenderModel, receiver: ReceiverModel
                 rows[name][key].append(float(val[0]))
             rows[name]["lmd"].append(landmark_distance(lm, ref_lm)[0])
             rows[name]["mouth_lmd"].append(landmark_distance(lm, ref_lm, lips)[0])
+            lip, ref_lip = lm[:, lips], ref_lm[:, lips]  # (1, 40, 2) px
+            centred = (lip - lip.mean(1, keepdims=True)) - (ref_lip - ref_lip.mean(1, keepdims=True))
+            shape = np.linalg.norm(centred, axis=-1)
+            rows[name]["lip_shape"].append(float(shape.mean()))
+            rows[name]["mouth_open_err"].append(float(100 * abs(mouth_opening(lm)[0] - mouth_opening(ref_lm)[0])))
         pairs.append((drv_rgb, outs["model"]))
     return rows, pairs
 

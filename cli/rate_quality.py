@@ -142,7 +142,8 @@ class AvfrOutput:
     audio_bytes: int = 0  # AUDIO messages (Opus speech, not counted in the video rate)
     anchor_bytes: int = 0  # the KEY copies on the control channel (stream start/end anchors)
     num_source_images: int = 1
-    concealed_frames: int = 0  # should stay 0: the path is lossless
+    concealed_frames: int = 0  # 0 unless kp_loss > 0 (the path is otherwise lossless)
+    held: np.ndarray | None = None  # bool (T,): frames drawn from held keypoints (lost keypoint messages)
 
 
 class SenderMemo:
@@ -219,7 +220,8 @@ class _MemoKeypoints:
 
 
 def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point: AvfrPoint, models: AvfrModels,
-              relative: bool = False, memo: SenderMemo | None = None) -> AvfrOutput:
+              relative: bool = False, memo: SenderMemo | None = None, kp_loss: float = 0.0,
+              loss_seed: int = 0) -> AvfrOutput:
     """The call's media path without the network: ``avfr.sender.Encoder`` -> messages -> ``avfr.receiver.Decoder``.
 
     The same code as a call (loopback with zero delay and no loss): frame i and its 40 ms of speech go into
@@ -239,6 +241,9 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
             driver's face).
         memo: share the sender's priors and keypoint graph with other operating points of the same frames
             (bit-identical results; the reused work's time is added to ``encode_s``).
+        kp_loss: drop this share of the keypoint messages on the media channel (seeded by ``loss_seed``;
+            the first key packet always arrives): the Decoder conceals them as in a call, holding the last
+            keypoints while the speech goes on. Dropped messages still count as sent bytes.
 
     Returns:
         Frames (aligned 1:1 with `frames`), bytes and timings.
@@ -261,14 +266,17 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
     decoder = Decoder(DecoderConfig(threads=models.threads, relative_motion=relative), models.call_model)
     out = np.empty((num_frames, *frames.shape[1:]), np.uint8)
     got = np.zeros(num_frames, bool)
+    held = np.zeros(num_frames, bool)
     counts = {"kp": 0, "key": 0, "kp_bytes": 0, "audio": 0, "source": 0, "anchor": 0, "concealed": 0}
     times = {"enc": 0.0, "dec": 0.0}
+    drop_rng = np.random.default_rng(loss_seed)
 
     def take(received: list) -> None:
         for frame in received:
             if not 0 <= frame.index < num_frames or got[frame.index]:
                 raise RuntimeError(f"the Decoder returned frame {frame.index} unexpectedly ({num_frames} frames)")
             out[frame.index], got[frame.index] = frame.rgb, True
+            held[frame.index] = frame.held_frames > 0
             counts["concealed"] += int(frame.concealed)
 
     def send(make: Callable[[], list]) -> None:
@@ -283,6 +291,8 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
                     counts["kp"] += 1
                     counts["key"] += int(kind == MessageType.KEYPOINTS_KEY)
                     counts["kp_bytes"] += len(msg.data)
+                    if kp_loss > 0 and counts["kp"] > 1 and drop_rng.random() < kp_loss:
+                        continue
                 elif msg.channel == CONTROL_CHANNEL_LABEL:
                     counts["anchor"] += len(msg.data)
             elif kind == MessageType.AUDIO:
@@ -320,7 +330,8 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
         times["enc"] += memo.saved_s - saved_before
     return AvfrOutput(out, counts["kp_bytes"], counts["kp"], counts["key"], counts["source"], times["enc"],
                       times["dec"], audio_bytes=counts["audio"], anchor_bytes=counts["anchor"],
-                      num_source_images=encoder.stats.source_images, concealed_frames=counts["concealed"])
+                      num_source_images=encoder.stats.source_images, concealed_frames=counts["concealed"],
+                      held=held)
 
 
 # ---------------------------------------------------------------------------------------------------------

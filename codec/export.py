@@ -8,7 +8,9 @@ Graphs (batch 1, static shapes, float32):
   ``source_out``, ``feat64``, ``skip128``, ``skip256``. Runs once per source image; the receiver caches the
   outputs.
 - ``receiver_frame``: the 8 cached tensors + ``kp_driving`` (1, K, 2) + ``jac_driving`` (1, K, 2, 2) +
-  ``mel`` (1, 1, 80, 19) -> ``frame`` (1, 3, 256, 256) in (0, 1). Runs per received frame.
+  ``mel`` (1, 1, 80, 19) [+ ``held_frames`` (1, 1): for how many frames the keypoints have been held in
+  place of lost ones, models trained with ``--hold-kp`` only] -> ``frame`` (1, 3, 256, 256) in (0, 1). Runs per
+  received frame.
 
 Relative motion (cross-identity) is *not* in the graphs: ``kp_driving`` / ``jac_driving`` are fed already
 adapted. The receiver applies :func:`avfr.codec.runtime.relative_motion` (numpy, the twin of
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from avfr.codec.model import AvfrModel
+from avfr.codec.runtime import HOLD_INPUT
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +87,8 @@ class ReceiverSourceGraph(nn.Module):
 
 
 class ReceiverFrameGraph(nn.Module):
-    """8 cached source tensors + kp_driving + jac_driving + mel -> frame (1, 3, 256, 256) in (0, 1)."""
+    """8 cached source tensors + kp_driving + jac_driving + mel [+ held_frames (1, 1), ``hold_input`` models]
+    -> frame (1, 3, 256, 256) in (0, 1)."""
 
     def __init__(self, model: AvfrModel) -> None:
         super().__init__()
@@ -103,6 +107,7 @@ class ReceiverFrameGraph(nn.Module):
         kp_driving: Tensor,
         jac_driving: Tensor,
         mel: Tensor,
+        held_frames: Tensor | None = None,
     ) -> Tensor:
         image, _, _ = self.model.render(
             kp_source,
@@ -116,6 +121,7 @@ class ReceiverFrameGraph(nn.Module):
             kp_driving,
             jac_driving,
             mel,
+            held_frames,
         )
         return image
 
@@ -189,14 +195,16 @@ def export_model(model: AvfrModel, out_dir: str | Path, name: str | None = None)
     with torch.no_grad():
         kp_d, jac_d = model.detect(driving)
         cache = model.encode_source(source)
+    frame_args: tuple[Tensor, ...] = (*cache, kp_d, jac_d, mel)
+    frame_inputs = FRAME_INPUTS
+    if model.config.generator.hold_input:
+        frame_args, frame_inputs = (*frame_args, torch.full((1, 1), 2.0)), (*FRAME_INPUTS, HOLD_INPUT)
     graphs = {
         "sender": _export_bytes(SenderGraph(model), (driving,), SENDER_INPUTS, SENDER_OUTPUTS),
         "receiver_source": _export_bytes(
             ReceiverSourceGraph(model), (source,), SOURCE_INPUTS, SOURCE_OUTPUTS
         ),
-        "receiver_frame": _export_bytes(
-            ReceiverFrameGraph(model), (*cache, kp_d, jac_d, mel), FRAME_INPUTS, FRAME_OUTPUTS
-        ),
+        "receiver_frame": _export_bytes(ReceiverFrameGraph(model), frame_args, frame_inputs, FRAME_OUTPUTS),
     }
     paths: dict[str, Path] = {}
     digests: dict[str, str] = {}

@@ -36,6 +36,7 @@ class GeneratorConfig:
     dec_channels: tuple[int, int, int] = (256, 128, 64)  # decoder widths at 64, 128, 256 px
     dec_blocks: tuple[int, int, int] = (3, 1, 1)  # SPADE res blocks after each decoder stage (64, 128, 256)
     audio_channels: int = 64  # channels of Enc_aud
+    hold_input: bool = False  # per-frame input: frames the receiver has held the keypoints (packet loss)
     spade: SpadeConfig = field(default_factory=SpadeConfig)
     spade_hi: SpadeConfig = field(default_factory=SpadeConfig)  # SPADE used at 128 / 256 px
 
@@ -43,6 +44,10 @@ class GeneratorConfig:
     def motion_channels(self) -> int:
         """c of Enc_motion (= identity features at 64 px)."""
         return self.enc_channels[2]
+
+
+HOLD_MAX_FRAMES = 8  # held_frames is clamped to this (longer holds look like 8 frames to the network)
+HOLD_SCALE_FRAMES = 4.0  # held_frames / this is the network's input
 
 
 def _logit(p: Tensor, eps: float = 1e-3) -> Tensor:
@@ -71,6 +76,13 @@ class IdentityAwareGenerator(nn.Module):
         )
         # decoder at 64 px: Enc_dec (motion + audio + attention) joined with the identity features
         self.fuse = nn.Conv2d(e64 + c.audio_channels + 1 + e64, d64, 1)
+        if c.hold_input:
+            # zero init: a model fine-tuned with this input starts exactly where its checkpoint was
+            self.hold_fuse = nn.Linear(1, d64)  # hold -> bias of Enc_dec
+            self.hold_audio_gain = nn.Linear(1, c.audio_channels, bias=False)  # hold -> weight of Enc_aud
+            for layer in (self.hold_fuse, self.hold_audio_gain):
+                nn.init.zeros_(layer.weight)
+            nn.init.zeros_(self.hold_fuse.bias)
         self.dec64 = nn.ModuleList([SpadeResBlock(d64, d64, lab, c.spade) for _ in range(c.dec_blocks[0])])
         # 128 px stage
         self.reduce128 = nn.Conv2d(d64, d128, 1)
@@ -121,6 +133,7 @@ class IdentityAwareGenerator(nn.Module):
         occlusion: Tensor,
         enc_aud: Tensor,
         query: Tensor | None,
+        held_frames: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Per-frame decoder.
 
@@ -130,6 +143,8 @@ class IdentityAwareGenerator(nn.Module):
             occlusion: (B, 1, 64, 64) in [0, 1].
             enc_aud: (B, audio_channels, 64, 64) Enc_aud (zeros when audio is off).
             query: (B, e64, 1, 1) Enc_query, or None when audio is off (Enc_attn is then zeros).
+            held_frames: (B, 1) frames for which the driving keypoints have been held (0: the frame's own;
+                used by ``hold_input`` models only, None = 0).
 
         Returns:
             image (B, 3, 256, 256) in (0, 1), warped_rgb (B, 3, 256, 256) the pixel-space warped source.
@@ -147,7 +162,16 @@ class IdentityAwareGenerator(nn.Module):
         else:
             attn = audio_visual_attention(query.to(dt), motion)  # (B, 1, 64, 64)  Enc_attn
         label64 = torch.cat([warped64[:, e64:], occlusion], dim=1)  # (B, 6, 64, 64)
-        x = self.fuse(torch.cat([motion, enc_aud.to(dt), attn, feat64], dim=1))  # (B, d64, 64, 64)
+        enc_aud = enc_aud.to(dt)
+        hold = None
+        if self.config.hold_input:
+            if held_frames is None:
+                held_frames = feat64.new_zeros(feat64.shape[0], 1)
+            hold = (held_frames.to(dt).clamp(0, HOLD_MAX_FRAMES) / HOLD_SCALE_FRAMES).view(-1, 1)  # (B, 1)
+            enc_aud = enc_aud * (1 + self.hold_audio_gain(hold)[:, :, None, None])
+        x = self.fuse(torch.cat([motion, enc_aud, attn, feat64], dim=1))  # (B, d64, 64, 64)
+        if hold is not None:
+            x = x + self.hold_fuse(hold)[:, :, None, None]
         for block in self.dec64:
             x = block(x, label64)
         # 128 px

@@ -240,7 +240,7 @@ class GeneratorLoss(nn.Module):
 
     def forward(
         self, source: Tensor, driving: Tensor, mel: Tensor, mouth_box: Tensor | None = None,
-        kp_image: Tensor | None = None,
+        kp_image: Tensor | None = None, held_frames: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One generator pass + losses.
 
@@ -252,6 +252,8 @@ class GeneratorLoss(nn.Module):
                 ``mouth_l1`` term is computed only when it is given and its weight is > 0.
             kp_image: (B, 5, 256, 256) frames the driving keypoints are detected from instead of ``driving``
                 (held keypoints, ``TrainSet.sample_held``); the target stays ``driving``.
+            held_frames: (B, 1) how many frames ``kp_image`` lies before ``driving`` (a ``hold_input`` model's
+                input; None = 0).
 
         Returns:
             total (scalar), generated (B, 3, 256, 256) in (0, 1) (with grad), terms: detached scalars by name
@@ -265,7 +267,7 @@ class GeneratorLoss(nn.Module):
             kp_s, jac_s, *cache = self.model.encode_source(source)
             kp_d, jac_d = self.model.detect(kp_frames)
             kp_w, jac_w = (kp_d, jac_d) if self.wire_noise is None else self.wire_noise.apply(kp_d, jac_d)
-            image, warped_rgb, _ = self.model.render(kp_s, jac_s, *cache, kp_w, jac_w, mel)
+            image, warped_rgb, _ = self.model.render(kp_s, jac_s, *cache, kp_w, jac_w, mel, held_frames)
         target = driving[:, :3].float()
         terms: dict[str, Tensor] = {}
         total = image.new_zeros(())

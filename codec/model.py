@@ -207,8 +207,10 @@ class AvfrModel(nn.Module):
         kp_driving: Tensor,
         jac_driving: Tensor,
         mel: Tensor,
+        held_frames: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Receiver, per frame: cached source tensors + driving kp/jac + mel (B, 1, 80, 19) ->
+        """Receiver, per frame: cached source tensors + driving kp/jac + mel (B, 1, 80, 19) [+ held_frames
+        (B, 1): frames the keypoints have been held, ``generator.hold_input`` models] ->
         image (B, 3, 256, 256) in (0, 1), warped source RGB (B, 3, 256, 256), occlusion (B, 1, 64, 64)."""
         flow, occlusion = self.dense_motion(src64, kp_driving, jac_driving, kp_source, jac_source)
         b = kp_driving.shape[0]
@@ -220,7 +222,7 @@ class AvfrModel(nn.Module):
             enc_aud = feat64.new_zeros(b, a.feature_channels, a.out_size, a.out_size)
             query = None
         image, warped_rgb = self.generator.decode(
-            src64, src128, source, feat64, skip128, skip256, flow, occlusion, enc_aud, query
+            src64, src128, source, feat64, skip128, skip256, flow, occlusion, enc_aud, query, held_frames
         )
         return image, warped_rgb, occlusion
 

@@ -24,6 +24,7 @@ import onnxruntime as ort
 logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "avfr-onnx/1"
+HOLD_INPUT = "held_frames"  # (1, 1) float32 input of receiver_frame graphs of ``generator.hold_input`` models
 SOURCE_OUTPUTS = ("kp_source", "jac_source", "src64", "src128", "source_out", "feat64", "skip128", "skip256")
 
 
@@ -218,13 +219,20 @@ class ReceiverModel:
         outs = self.source_session.run(None, {"source": _frame5(source)})
         self._cache = dict(zip(SOURCE_OUTPUTS, outs, strict=True))
 
-    def frame_float(self, kp: np.ndarray, jac: np.ndarray, mel: np.ndarray) -> np.ndarray:
+    @property
+    def uses_hold(self) -> bool:
+        """Whether the graph takes ``held_frames`` (models trained with held keypoints)."""
+        return HOLD_INPUT in self.frame_inputs
+
+    def frame_float(self, kp: np.ndarray, jac: np.ndarray, mel: np.ndarray, held_frames: int = 0) -> np.ndarray:
         """Render one frame as float.
 
         Args:
             kp: (K, 2) or (1, K, 2) driving keypoints (already relative-adapted if wanted).
             jac: (K, 2, 2) or (1, K, 2, 2).
             mel: (80, 19) or (1, 1, 80, 19) log-mel window (ignored by no-audio models).
+            held_frames: for how many frames ``kp`` have been held in place of lost ones (0: this frame's
+                own); models without the input ignore it.
 
         Returns:
             (1, 3, 256, 256) float32 in (0, 1).
@@ -242,10 +250,11 @@ class ReceiverModel:
         mel_a = mel_a.reshape(1, 1, *mel_a.shape[-2:])
         feed = dict(self._cache)
         feed.update(kp_driving=kp_a, jac_driving=jac_a, mel=mel_a)
+        feed[HOLD_INPUT] = np.full((1, 1), max(0, int(held_frames)), np.float32)
         (out,) = self.frame_session.run(None, {name: feed[name] for name in self.frame_inputs})
         return out
 
-    def frame(self, kp: np.ndarray, jac: np.ndarray, mel: np.ndarray) -> np.ndarray:
+    def frame(self, kp: np.ndarray, jac: np.ndarray, mel: np.ndarray, held_frames: int = 0) -> np.ndarray:
         """Render one frame: same arguments as :meth:`frame_float` -> uint8 (256, 256, 3) RGB."""
-        out = self.frame_float(kp, jac, mel)
+        out = self.frame_float(kp, jac, mel, held_frames)
         return np.clip(out[0].transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -169,7 +169,9 @@ def build_networks(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
 
     if cfg.config not in CONFIGS:
         raise ValueError(f"unknown model config {cfg.config!r}: expected one of {sorted(CONFIGS)}")
-    model_cfg = dataclasses.replace(CONFIGS[cfg.config], use_audio=cfg.use_audio, use_priors=cfg.use_priors)
+    base = CONFIGS[cfg.config]
+    model_cfg = dataclasses.replace(base, use_audio=cfg.use_audio, use_priors=cfg.use_priors,
+                                    generator=dataclasses.replace(base.generator, hold_input=cfg.hold_kp > 0))
     return AvfrModel(model_cfg), MultiScaleDiscriminator(model_cfg.discriminator)
 
 
@@ -456,7 +458,11 @@ class _Trainer:
         """
         ckpt = load_checkpoint(path)
         self.check_compatible(ckpt, ("config", "use_audio", "use_priors"), f"--init {path}")
-        self.model.load_state_dict(ckpt["model"])
+        # a run with --hold-kp may start from one without: its hold layers keep their zero init
+        missing, unexpected = self.model.load_state_dict(ckpt["model"], strict=False)
+        if unexpected or any(".hold_" not in k for k in missing):
+            raise ValueError(f"--init {path}: weights do not fit this model (missing {missing[:4]}, "
+                             f"unexpected {unexpected[:4]})")
         self.disc.load_state_dict(ckpt["discriminator"])
         log.info("initialised from %s (step %d of that run)", path, int(ckpt["step"]))
 
@@ -506,9 +512,10 @@ class _Trainer:
         for group, base in ((self.opt_g.param_groups, cfg.lr), (self.opt_d.param_groups, cfg.lr_disc)):
             for g in group:
                 g["lr"] = base * lr_factor(cfg, self.step)
-        mouth = kp_img = None
+        mouth = kp_img = held = None
         if cfg.hold_kp > 0:
-            src, drv, mel, mouth, kp_img = self.trainset.sample_held(cfg.batch_size, cfg.hold_kp, cfg.hold_max_lag)
+            src, drv, mel, mouth, kp_img, held = self.trainset.sample_held(cfg.batch_size, cfg.hold_kp,
+                                                                           cfg.hold_max_lag)
             kp_img = kp_img.contiguous(memory_format=self.memory_format)
         elif cfg.mouth_l1 > 0:
             src, drv, mel, mouth = self.trainset.sample_with_mouth(cfg.batch_size)
@@ -520,7 +527,7 @@ class _Trainer:
         g_loss = self.g_loss_gan if gan_on else self.g_loss_warm
         self.disc.requires_grad_(False)
         with _autocast(self.device, cfg):
-            total, generated, terms = g_loss(src, drv, mel, mouth, kp_img)
+            total, generated, terms = g_loss(src, drv, mel, mouth, kp_img, held)
         self.opt_g.zero_grad(set_to_none=True)
         if not torch.isfinite(total):
             return None

@@ -302,7 +302,7 @@ class TrainSet:
         return src, drv, mel, self.mouth_boxes(idx, draw).to(self.device)
 
     def sample_held(self, batch_size: int, hold_prob: float, max_lag: int
-                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Like ``sample_with_mouth`` (the same draws) plus the frames the driving keypoints come from.
 
         A share ``hold_prob`` of the samples takes its keypoint frame 1..``max_lag`` face frames *before* the
@@ -312,15 +312,17 @@ class TrainSet:
 
         Returns:
             source5, driving5 (B, 5, H, W), mel (B, 1, 80, 19) of the driving frame, mouth box (B, 4) of the
-            driving frame, keypoint frame5 (B, 5, H, W) with the same augmentation; on the device.
+            driving frame, keypoint frame5 (B, 5, H, W) with the same augmentation, held frames (B, 1)
+            float32 (driving minus keypoint frame index, 0 when not held); on the device.
         """
         idx, draw = self._draw(batch_size)
-        held = self.held_frames(idx, hold_prob, max_lag)
+        frames = self.held_frames(idx, hold_prob, max_lag)
         src, drv, mel = self.batch(idx)
-        kp_img = self.images(idx.clip, held)
+        kp_img = self.images(idx.clip, frames)
         if self.augment is not None:
             src, drv, kp_img = self._apply_augment(draw, src, drv, kp_img)
-        return src, drv, mel, self.mouth_boxes(idx, draw).to(self.device), kp_img
+        held = (idx.driving - frames).float()[:, None].to(self.device)
+        return src, drv, mel, self.mouth_boxes(idx, draw).to(self.device), kp_img, held
 
     def held_frames(self, idx: PairIndex, hold_prob: float, max_lag: int) -> Tensor:
         """Keypoint frames for ``idx``: the driving frame, or with ``hold_prob`` one 1..``max_lag`` face

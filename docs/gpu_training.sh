@@ -13,6 +13,9 @@
 # fine-tuning from a carried checkpoint (.devbundle/init.pt) with the mouth term:
 #     bash .devbundle/gpu_training.sh 8 mouth --init .devbundle/init.pt --batch 64 --lr 5e-5 --steps 3000 \
 #         --schedule constant --gan-warmup 0 --mouth-l1 5
+# ... and the receiver's concealment (held keypoints + the hold age as an input: the speech carries the mouth):
+#     bash .devbundle/gpu_training.sh 8 hold --init .devbundle/init.pt --batch 64 --lr 5e-5 --steps 3000 \
+#         --schedule constant --gan-warmup 0 --mouth-l1 5 --freeze-detector --wire-noise 0.75 --hold-kp 0.3
 # $OUT receives train.log, log.csv, val.csv and ckpt-last.pt split in 14 MB parts (at most 8 files come
 # back): `cat ckpt-last.part* > ckpt-last.pt`, then `avfr-codec export ckpt-last.pt --out models --replace`.
 set -u

@@ -22,7 +22,9 @@ to late packets: ``clip(min_delay + 3 jitter + late, min_delay, max_delay)``, wh
 20 ms to ``late`` and every decided frame takes 0.5 ms off again. Without `realtime` the decisions depend only on the
 order in which messages arrive, so a recorded call decodes offline to the same frames.
 
-Concealment: a lost keypoint frame holds the previous keypoints; a delta whose reference is lost is
+Concealment: a lost keypoint frame holds the previous keypoints, and the job says for how many frames they
+have been held (`FrameJob.held_frames`: models trained with held keypoints take it as an input and let the
+speech carry the mouth meanwhile); a delta whose reference is lost is
 concealed by `KeypointDecoder` (flagged inexact) and a Refresh(want_key) goes back; lost audio is
 concealed by `OpusDecoder` (repeat with fade). Nothing a peer sends can raise out of `receive`.
 """
@@ -177,6 +179,8 @@ class FrameJob:
         pcm: float32 (640,) decoded speech of this frame (16 kHz).
         concealed: the keypoints are not this frame's own exact ones.
         decided_s: time.perf_counter() when the frame was decided (for latency breakdowns).
+        held_frames: for how many frames ``kp`` have been held in place of lost ones (0: decoded for this
+            frame, exactly or as a concealed delta).
     """
 
     index: int
@@ -187,6 +191,7 @@ class FrameJob:
     pcm: np.ndarray = field(repr=False)
     concealed: bool
     decided_s: float
+    held_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,7 @@ class ReceivedFrame:
     source_id: int
     decided_s: float
     done_s: float
+    held_frames: int = 0  # for how many frames the keypoints drawn had been held (FrameJob.held_frames)
 
 
 class Decoder:
@@ -247,6 +253,7 @@ class Decoder:
         self._pcm_base = 0
         self._next_frame = 0
         self._last_kp: tuple[np.ndarray, np.ndarray] | None = None
+        self._held = 0  # frames since the last decoded keypoints
         self._first_kp: tuple[np.ndarray, np.ndarray] | None = None
         self._last_key_request = -10**9
         self._base_s: float | None = None
@@ -529,6 +536,7 @@ class Decoder:
         else:
             self.stats.lost += 1
         concealed = decoded is None or not decoded.exact
+        self._held = 0 if decoded is not None else self._held + 1
         if decoded is not None:
             self._last_kp = (decoded.kp, decoded.jac)
             if self._first_kp is None:
@@ -553,7 +561,8 @@ class Decoder:
         self._pcm, self._pcm_base = rel, rel_base
         kp, jac = self._last_kp if self._last_kp is not None else (None, None)
         ts = (self._anchor[1] + n * self.session.ts_step_90k) % U32
-        self._jobs.append(FrameJob(n, ts, kp, jac, mel, pcm, concealed, time.perf_counter()))
+        self._jobs.append(FrameJob(n, ts, kp, jac, mel, pcm, concealed, time.perf_counter(),
+                                   self._held if self._last_kp is not None else 0))
         self._next_frame = n + 1
         self._late_delay_s = max(0.0, self._late_delay_s - LATE_DECAY_S)
         self.stats.frames_decided += 1
@@ -590,12 +599,12 @@ class Decoder:
             from avfr.codec.runtime import relative_motion
 
             kp, jac = relative_motion(kp, jac, *self._first_kp, *self._generator.source_keypoints)
-        rgb = self._generator.frame(kp, jac, job.mel)
+        rgb = self._generator.frame(kp, jac, job.mel, job.held_frames)
         done = time.perf_counter()
         self.stats.generate_ms += 1000 * (done - t0)
         self.stats.frames_out += 1
         return ReceivedFrame(job.index, job.ts_90k, rgb, job.pcm, job.concealed,
-                             getattr(self, "_rendered_source", 0), job.decided_s, done)
+                             getattr(self, "_rendered_source", 0), job.decided_s, done, job.held_frames)
 
     def push(self, channel: str, data: bytes, now_s: float | None = None) -> list[ReceivedFrame]:
         """`receive` then run the queued jobs on this thread; returns the frames rendered."""

@@ -36,3 +36,27 @@ def test_sender_memo_is_bit_exact() -> None:
     assert (shared.packet_bytes, shared.num_packets, shared.source_bytes, shared.audio_bytes) == (
         plain.packet_bytes, plain.num_packets, plain.source_bytes, plain.audio_bytes)
     assert shared.encode_s > 0.0
+
+
+@pytest.mark.slow
+def test_dropped_keypoint_messages_are_held_and_still_counted() -> None:
+    if not CLIP.exists():
+        pytest.skip(f"../shared/data not found: {CLIP}")
+    from avfr.cli.rate_quality import AVFR_POINTS, AvfrModels, avfr_path
+    from avfr.codec.cache import default_cache_dir, load_clips
+
+    (clip,) = load_clips(CLIP, default_cache_dir())
+    n = 12
+    frames = np.ascontiguousarray(clip.frames[:n])
+    pcm = np.asarray(clip.pcm[: n * 640], np.float32)
+    models = AvfrModels.load(threads=2)
+    try:
+        plain = avfr_path(frames, pcm, frames[0], AVFR_POINTS["q7"], models)
+        lossy = avfr_path(frames, pcm, frames[0], AVFR_POINTS["q7"], models, kp_loss=0.5, loss_seed=3)
+    finally:
+        models.close()
+    assert plain.concealed_frames == 0 and not plain.held.any()
+    assert lossy.held.any() and not lossy.held[0] and lossy.concealed_frames >= int(lossy.held.sum())
+    # dropped messages count as sent, and the receiver's key requests make the sender send more key packets
+    assert lossy.packet_bytes > plain.packet_bytes and lossy.num_key_packets > plain.num_key_packets
+    assert np.array_equal(lossy.frames[~lossy.held][:1], plain.frames[:1])

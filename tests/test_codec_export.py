@@ -111,3 +111,26 @@ def test_export_without_audio(tmp_path: Path) -> None:
 def test_default_providers() -> None:
     providers = runtime.default_providers()
     assert providers[-1] == "CPUExecutionProvider"
+
+
+def test_export_with_hold_input_matches_torch(tmp_path: Path) -> None:
+    gen = dataclasses.replace(CONFIGS["small"].generator, hold_input=True)
+    torch.manual_seed(1)
+    model = AvfrModel(dataclasses.replace(CONFIGS["small"], generator=gen)).eval()
+    torch.nn.init.normal_(model.generator.out.weight, std=0.05)
+    torch.nn.init.normal_(model.generator.hold_fuse.weight, std=0.5)
+    torch.nn.init.normal_(model.generator.hold_audio_gain.weight, std=0.5)
+    ex = export_model(model, tmp_path)
+    receiver = runtime.ReceiverModel(ex.receiver_source, ex.receiver_frame, threads=1)
+    assert receiver.uses_hold and runtime.HOLD_INPUT in receiver.frame_inputs
+    source, driving, mel = example_inputs(model)
+    receiver.set_source(source.numpy())
+    with torch.no_grad():
+        cache = model.encode_source(source)
+        kp, jac = model.detect(driving)
+        for held in (0, 3, 20):  # 20: clamped to HOLD_MAX_FRAMES inside the graph as in torch
+            ref = model.render(*cache, kp, jac, mel, torch.full((1, 1), float(held)))[0].numpy()
+            got = receiver.frame_float(kp.numpy(), jac.numpy(), mel.numpy(), held_frames=held)
+            np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0)
+    assert not np.array_equal(receiver.frame(kp.numpy(), jac.numpy(), mel.numpy(), 0),
+                              receiver.frame(kp.numpy(), jac.numpy(), mel.numpy(), 4))

@@ -213,3 +213,27 @@ def test_wire_noise_matches_the_call_quantiser() -> None:
     total, image, _ = loss(torch.rand(1, 5, 256, 256), torch.rand(1, 5, 256, 256), torch.randn(1, 1, 80, 19))
     total.backward()
     assert image.shape == (1, 3, 256, 256) and torch.isfinite(total)
+
+
+def test_hold_input_starts_as_the_model_without_it_and_then_matters() -> None:
+    torch.manual_seed(0)
+    plain = AvfrModel(CONFIGS["small"]).eval()
+    torch.nn.init.normal_(plain.generator.out.weight, std=0.05)  # make the decoder matter
+    held_cfg = dataclasses.replace(CONFIGS["small"],
+                                   generator=dataclasses.replace(CONFIGS["small"].generator, hold_input=True))
+    held = AvfrModel(held_cfg).eval()
+    missing, unexpected = held.load_state_dict(plain.state_dict(), strict=False)  # what --init does
+    assert not unexpected and missing and all(".hold_" in k for k in missing)
+    source, driving, mel = _inputs(1)
+    with torch.no_grad():
+        cache = plain.encode_source(source)
+        kp, jac = plain.detect(driving)
+        ref = plain.render(*cache, kp, jac, mel)[0]
+        for frames in (None, 0.0, 3.0):
+            h = None if frames is None else torch.full((1, 1), frames)
+            torch.testing.assert_close(held.render(*cache, kp, jac, mel, h)[0], ref, atol=0, rtol=0)
+        torch.nn.init.normal_(held.generator.hold_fuse.weight, std=0.5)
+        torch.nn.init.normal_(held.generator.hold_audio_gain.weight, std=0.5)
+        torch.testing.assert_close(held.render(*cache, kp, jac, mel, torch.zeros(1, 1))[0], ref, atol=0, rtol=0)
+        moved = held.render(*cache, kp, jac, mel, torch.full((1, 1), 3.0))[0]
+    assert float((moved - ref).abs().max()) > 1e-3

@@ -186,7 +186,7 @@ def test_held_keypoint_frames_are_earlier_face_frames_with_the_same_augmentation
     aug = AugmentConfig(flip_prob=0.5, scale=0.1, shift_frac=0.05)
     src, drv, mel, mouth = TrainSet(clips, "cpu", seed=3, augment=aug).sample_with_mouth(4)
     ts = TrainSet(clips, "cpu", seed=3, augment=aug)
-    src_h, drv_h, mel_h, mouth_h, kp_img = ts.sample_held(4, 0.5, 2)
+    src_h, drv_h, mel_h, mouth_h, kp_img, held = ts.sample_held(4, 0.5, 2)
     for a, b in ((src, src_h), (drv, drv_h), (mel, mel_h), (mouth, mouth_h)):
         assert torch.equal(a, b)
     ts2 = TrainSet(clips, "cpu", seed=3, augment=aug)
@@ -197,6 +197,7 @@ def test_held_keypoint_frames_are_earlier_face_frames_with_the_same_augmentation
     torch.testing.assert_close(kp_img, expected)
     same = frames == idx2.driving
     assert torch.equal(kp_img[same], drv_h[same])
+    assert torch.equal(held[:, 0], (idx2.driving - frames).float()) and (held[same] == 0).all()
     state = ts.state_dict()
     again = TrainSet(clips, "cpu", seed=99, augment=aug)
     again.load_state_dict(state)

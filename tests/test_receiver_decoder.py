@@ -128,6 +128,20 @@ def test_lost_packet_is_concealed_and_a_key_requested(model):
     assert any(isinstance(r, Refresh) and r.want_key for r in replies)
 
 
+def test_held_frames_count_the_frames_since_the_last_decoded_keypoints(model):
+    msgs, _ = _stream(model)
+    from avfr.proto import peek_type
+    from avfr.proto.framing import MessageType
+
+    kp_positions = [i for i, (ch, d) in enumerate(msgs) if ch == M and peek_type(d) != MessageType.AUDIO]
+    drop = {kp_positions[7], kp_positions[8]}
+    frames = _frames(_run(model, [m for i, m in enumerate(msgs) if i not in drop]))
+    held = [f.held_frames for f in frames]
+    assert held[:7] == [0] * 7 and held[7:9] == [1, 2]
+    assert held[9] == 0  # decoded again (a delta on a lost reference is concealed, but it is this frame's)
+    np.testing.assert_array_equal(frames[8].kp, frames[6].kp)
+
+
 def test_lost_audio_is_concealed(model):
     msgs, _ = _stream(model)
     from avfr.proto import peek_type
