@@ -60,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "receiver does when keypoint packets are lost (the speech must carry the mouth; default: 0)")
     p.add_argument("--hold-max-lag", type=int, default=None, metavar="FRAMES",
                    help="longest hold of --hold-kp, in 40 ms frames (default: 4)")
+    p.add_argument("--audio-mouth", type=float, default=None, metavar="W",
+                   help="weight of a training-only head that reads the driving mouth's shape (lip gaps, width) from "
+                   "the audio features alone (default: 0, no head)")
     p.add_argument("--freeze-detector", action="store_true",
                    help="keep the keypoint detector fixed (no equivariance terms; the sender graph is unchanged)")
     p.add_argument("--no-audio", action="store_true", help="ablation: no audio encoders, silent mel")
@@ -114,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
         "amp": args.amp, "compile": args.compile, "num_threads": args.threads, "seed": args.seed,
         "schedule": args.schedule, "init_from": args.init, "mouth_l1": args.mouth_l1,
         "freeze_detector": args.freeze_detector or None, "wire_noise": args.wire_noise,
-        "hold_kp": args.hold_kp, "hold_max_lag": args.hold_max_lag,
+        "hold_kp": args.hold_kp, "hold_max_lag": args.hold_max_lag, "audio_mouth": args.audio_mouth,
     }
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not args.resume and (args.out / LAST_CKPT).exists():

@@ -27,6 +27,14 @@ class AudioEncoderConfig:
     out_size: int = 64  # h/4
     mel_offset: float = 6.0  # network input = (log_mel + mel_offset) * mel_scale, roughly zero-mean
     mel_scale: float = 0.25
+    mouth_head: bool = False  # training-only head: Enc_aud -> the mouth's shape (``AudioEncoder.mouth``)
+
+
+MOUTH_MEASURES = 3  # inner-lip gap, outer-lip gap, mouth width; % of the face height
+# their mean and standard deviation over the training split's frames with speech (5,750 frames): the head
+# predicts standardised values, so that it starts at the mean and its loss is in standard deviations
+MOUTH_MEAN_PCT = (3.63, 13.04, 28.43)
+MOUTH_STD_PCT = (2.94, 3.27, 3.37)
 
 
 class MelTrunk(nn.Module):
@@ -65,13 +73,32 @@ class AudioEncoder(nn.Module):
         self.config = config
         self.trunk = MelTrunk(config)
         self.project = nn.Linear(self.trunk.out_channels, config.feature_channels * config.map_size**2)
+        # auxiliary supervision (training only, not in the graphs): the speech alone has to tell the mouth's
+        # shape from Enc_aud, so that Enc_aud carries it when the keypoints cannot (held keypoints)
+        self.mouth_head = (nn.Linear(config.feature_channels * config.map_size**2, MOUTH_MEASURES)
+                           if config.mouth_head else None)
+
+    def _map(self, mel: Tensor) -> Tensor:
+        c = self.config
+        code = self.trunk(mel)  # (B, w)
+        return self.project(code).view(-1, c.feature_channels, c.map_size, c.map_size)  # (B, c, 8, 8)
 
     def forward(self, mel: Tensor) -> Tensor:
         c = self.config
-        code = self.trunk(mel)  # (B, w)
-        x = self.project(code).view(-1, c.feature_channels, c.map_size, c.map_size)  # (B, c, 8, 8)
-        x = F.interpolate(x, size=(c.out_size, c.out_size), mode="bilinear", align_corners=False)
+        x = F.interpolate(self._map(mel), size=(c.out_size, c.out_size), mode="bilinear", align_corners=False)
         return F.leaky_relu(x, 0.2)  # (B, c, 64, 64)
+
+    def mouth(self, mel: Tensor) -> Tensor:
+        """The mouth's shape read from Enc_aud: mel (B, 1, 80, 19) -> (B, 3) inner-lip gap, outer-lip gap and
+        width in % of the face height (``mouth_head`` configs only).
+
+        Raises:
+            RuntimeError: the config has no mouth head.
+        """
+        if self.mouth_head is None:
+            raise RuntimeError("this audio encoder has no mouth head (AudioEncoderConfig.mouth_head)")
+        z = self.mouth_head(F.leaky_relu(self._map(mel), 0.2).flatten(1))  # (B, 3) standardised
+        return z * z.new_tensor(MOUTH_STD_PCT) + z.new_tensor(MOUTH_MEAN_PCT)
 
 
 class AttentionEncoder(nn.Module):

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avfr.codec.audio_encoder import MOUTH_STD_PCT
 from avfr.codec.discriminator import MultiScaleDiscriminator
 from avfr.codec.keypoints import (
     affine_jacobian,
@@ -56,6 +57,7 @@ class LossWeights:
     equivariance_jac: float = 10.0
     warp_l1: float = 1.0  # auxiliary: pixel-warped source vs driving at 64 / 32 px
     mouth_l1: float = 0.0  # auxiliary: L1 inside the driving frame's mouth box (needs boxes; 0 = off)
+    audio_mouth: float = 0.0  # auxiliary: L1 of the audio encoder's mouth head (in standard deviations; 0 = off)
     pyramid_levels: int = 4  # 256, 128, 64, 32 px
     sigma_affine: float = 0.05  # std of the random affine transform for equivariance
 
@@ -240,7 +242,7 @@ class GeneratorLoss(nn.Module):
 
     def forward(
         self, source: Tensor, driving: Tensor, mel: Tensor, mouth_box: Tensor | None = None,
-        kp_image: Tensor | None = None, held_frames: Tensor | None = None,
+        kp_image: Tensor | None = None, held_frames: Tensor | None = None, mouth_shape: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One generator pass + losses.
 
@@ -251,9 +253,11 @@ class GeneratorLoss(nn.Module):
             mouth_box: (B, 4) mouth boxes of the driving frames (``TrainSet.sample_with_mouth``); the
                 ``mouth_l1`` term is computed only when it is given and its weight is > 0.
             kp_image: (B, 5, 256, 256) frames the driving keypoints are detected from instead of ``driving``
-                (held keypoints, ``TrainSet.sample_held``); the target stays ``driving``.
+                (held keypoints, ``TrainSet.sample_batch``); the target stays ``driving``.
             held_frames: (B, 1) how many frames ``kp_image`` lies before ``driving`` (a ``hold_input`` model's
                 input; None = 0).
+            mouth_shape: (B, 3) the driving frames' mouth measures (``TrainSet.mouth_measures``, NaN rows are
+                skipped): the ``audio_mouth`` term's target, read from the mel alone by the audio encoder's head.
 
         Returns:
             total (scalar), generated (B, 3, 256, 256) in (0, 1) (with grad), terms: detached scalars by name
@@ -285,6 +289,13 @@ class GeneratorLoss(nn.Module):
             mask = box_mask(mouth_box, image.shape[-2], image.shape[-1])
             terms["mouth_l1"] = masked_l1(image, target, mask)
             total = total + w.mouth_l1 * terms["mouth_l1"]
+        if w.audio_mouth > 0 and mouth_shape is not None and self.model.audio_encoder is not None:
+            valid = torch.isfinite(mouth_shape).all(1)
+            pred = self.model.audio_encoder.mouth(mel).float()  # (B, 3) % of the face height
+            std = pred.new_tensor(MOUTH_STD_PCT)
+            err = ((pred - torch.nan_to_num(mouth_shape.float())) / std).abs().mean(1)  # (B,) in std units
+            terms["audio_mouth"] = (err * valid).sum() / valid.sum().clamp(min=1)
+            total = total + w.audio_mouth * terms["audio_mouth"]
         if w.equivariance_kp > 0 or w.equivariance_jac > 0:
             eq_kp, eq_jac = equivariance_losses(self.model, kp_frames, kp_d, jac_d, w.sigma_affine)
             terms["eq_kp"] = eq_kp

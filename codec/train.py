@@ -98,6 +98,7 @@ class TrainConfig:
     wire_noise: float = 0.0  # share of samples trained on the call's keypoint-wire error (7/6 bits, 0.75 steps)
     hold_kp: float = 0.0  # share of samples rendered from keypoints held 1..hold_max_lag frames (packet loss)
     hold_max_lag: int = 4  # frames (40 ms each)
+    audio_mouth: float = 0.0  # weight of the audio encoder's mouth-shape head (training only; 0 = no head)
     freeze_detector: bool = False  # keypoint detector fixed (eval mode, no equivariance): the sender graph stays
     init_from: str = ""  # a new run starts from this checkpoint's G and D weights (fine-tuning)
     time_limit_min: float = 0.0  # stop cleanly (checkpoint written) before this wall-clock budget; 0 = none
@@ -171,16 +172,17 @@ def build_networks(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
         raise ValueError(f"unknown model config {cfg.config!r}: expected one of {sorted(CONFIGS)}")
     base = CONFIGS[cfg.config]
     model_cfg = dataclasses.replace(base, use_audio=cfg.use_audio, use_priors=cfg.use_priors,
-                                    generator=dataclasses.replace(base.generator, hold_input=cfg.hold_kp > 0))
+                                    generator=dataclasses.replace(base.generator, hold_input=cfg.hold_kp > 0),
+                                    audio=dataclasses.replace(base.audio, mouth_head=cfg.audio_mouth > 0))
     return AvfrModel(model_cfg), MultiScaleDiscriminator(model_cfg.discriminator)
 
 
 def _build_losses(model: nn.Module, disc: nn.Module, mouth_l1: float = 0.0, equivariance: bool = True,
-                  wire_noise: float = 0.0) -> tuple[nn.Module, nn.Module, nn.Module]:
+                  wire_noise: float = 0.0, audio_mouth: float = 0.0) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Generator loss without GAN term (warm-up), with it, and the discriminator loss."""
     from avfr.codec.losses import DiscriminatorLoss, GeneratorLoss, LossWeights, WireNoise
 
-    weights = LossWeights(mouth_l1=mouth_l1)
+    weights = LossWeights(mouth_l1=mouth_l1, audio_mouth=audio_mouth)
     if not equivariance:
         weights = dataclasses.replace(weights, equivariance_kp=0.0, equivariance_jac=0.0)
     no_gan = dataclasses.replace(weights, gan=0.0, feature_matching=0.0)  # no discriminator in the warm-up
@@ -385,7 +387,8 @@ class _Trainer:
             self.model.to(memory_format=torch.channels_last)
             self.disc.to(memory_format=torch.channels_last)
         self.g_loss_warm, self.g_loss_gan, self.d_loss = _build_losses(
-            self.model, self.disc, cfg.mouth_l1, equivariance=not cfg.freeze_detector, wire_noise=cfg.wire_noise)
+            self.model, self.disc, cfg.mouth_l1, equivariance=not cfg.freeze_detector, wire_noise=cfg.wire_noise,
+            audio_mouth=cfg.audio_mouth)
         if cfg.freeze_detector:
             self.model.kp_detector.requires_grad_(False)
         for m in (self.g_loss_warm, self.g_loss_gan, self.d_loss):
@@ -458,9 +461,9 @@ class _Trainer:
         """
         ckpt = load_checkpoint(path)
         self.check_compatible(ckpt, ("config", "use_audio", "use_priors"), f"--init {path}")
-        # a run with --hold-kp may start from one without: its hold layers keep their zero init
+        # a run with --hold-kp / --audio-mouth may start from one without: the new layers keep their init
         missing, unexpected = self.model.load_state_dict(ckpt["model"], strict=False)
-        if unexpected or any(".hold_" not in k for k in missing):
+        if unexpected or any(".hold_" not in k and ".mouth_head." not in k for k in missing):
             raise ValueError(f"--init {path}: weights do not fit this model (missing {missing[:4]}, "
                              f"unexpected {unexpected[:4]})")
         self.disc.load_state_dict(ckpt["discriminator"])
@@ -512,11 +515,12 @@ class _Trainer:
         for group, base in ((self.opt_g.param_groups, cfg.lr), (self.opt_d.param_groups, cfg.lr_disc)):
             for g in group:
                 g["lr"] = base * lr_factor(cfg, self.step)
-        mouth = kp_img = held = None
-        if cfg.hold_kp > 0:
-            src, drv, mel, mouth, kp_img, held = self.trainset.sample_held(cfg.batch_size, cfg.hold_kp,
-                                                                           cfg.hold_max_lag)
-            kp_img = kp_img.contiguous(memory_format=self.memory_format)
+        mouth = kp_img = held = shape = None
+        if cfg.hold_kp > 0 or cfg.audio_mouth > 0:
+            tb = self.trainset.sample_batch(cfg.batch_size, cfg.hold_kp, cfg.hold_max_lag)
+            src, drv, mel, mouth = tb.source, tb.driving, tb.mel, tb.mouth_box
+            held, shape = tb.held_frames, tb.mouth_shape
+            kp_img = tb.kp_image.contiguous(memory_format=self.memory_format) if cfg.hold_kp > 0 else None
         elif cfg.mouth_l1 > 0:
             src, drv, mel, mouth = self.trainset.sample_with_mouth(cfg.batch_size)
         else:
@@ -527,7 +531,7 @@ class _Trainer:
         g_loss = self.g_loss_gan if gan_on else self.g_loss_warm
         self.disc.requires_grad_(False)
         with _autocast(self.device, cfg):
-            total, generated, terms = g_loss(src, drv, mel, mouth, kp_img, held)
+            total, generated, terms = g_loss(src, drv, mel, mouth, kp_img, held, shape)
         self.opt_g.zero_grad(set_to_none=True)
         if not torch.isfinite(total):
             return None

@@ -85,6 +85,19 @@ class PairIndex:
 
 
 @dataclass(frozen=True)
+class TrainBatch:
+    """One augmented training batch (``TrainSet.sample_batch``), on the set's device."""
+
+    source: Tensor  # (B, 5, H, W) in [0, 1]
+    driving: Tensor  # (B, 5, H, W) in [0, 1], the target
+    mel: Tensor  # (B, 1, 80, 19) log-mel window of the driving frame
+    mouth_box: Tensor  # (B, 4) lip box of the driving frame, grid coordinates (``mouth_boxes``)
+    kp_image: Tensor  # (B, 5, H, W) the frame the driving keypoints come from (the driving frame unless held)
+    held_frames: Tensor  # (B, 1) float32 driving minus keypoint frame index (0 = not held)
+    mouth_shape: Tensor  # (B, 3) float32 ``mouth_measures`` of the driving frame (NaN without a face)
+
+
+@dataclass(frozen=True)
 class _AugmentDraw:
     """Per-pair augmentation parameters (all (B,) or (B, 2) float32 CPU tensors)."""
 
@@ -301,19 +314,13 @@ class TrainSet:
         src, drv, mel = self._augmented_batch(idx, draw)
         return src, drv, mel, self.mouth_boxes(idx, draw).to(self.device)
 
-    def sample_held(self, batch_size: int, hold_prob: float, max_lag: int
-                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Like ``sample_with_mouth`` (the same draws) plus the frames the driving keypoints come from.
+    def sample_batch(self, batch_size: int, hold_prob: float = 0.0, max_lag: int = 1) -> TrainBatch:
+        """Like ``sample_with_mouth`` (the same draws) plus held keypoint frames and the mouth's shape.
 
         A share ``hold_prob`` of the samples takes its keypoint frame 1..``max_lag`` face frames *before* the
         driving frame (uniform), the rest the driving frame itself. That is what the receiver renders when
         keypoint packets are lost: it holds the last keypoints while the speech goes on, so only the audio
         can tell the mouth of the frames in between.
-
-        Returns:
-            source5, driving5 (B, 5, H, W), mel (B, 1, 80, 19) of the driving frame, mouth box (B, 4) of the
-            driving frame, keypoint frame5 (B, 5, H, W) with the same augmentation, held frames (B, 1)
-            float32 (driving minus keypoint frame index, 0 when not held); on the device.
         """
         idx, draw = self._draw(batch_size)
         frames = self.held_frames(idx, hold_prob, max_lag)
@@ -322,7 +329,20 @@ class TrainSet:
         if self.augment is not None:
             src, drv, kp_img = self._apply_augment(draw, src, drv, kp_img)
         held = (idx.driving - frames).float()[:, None].to(self.device)
-        return src, drv, mel, self.mouth_boxes(idx, draw).to(self.device), kp_img, held
+        return TrainBatch(src, drv, mel, self.mouth_boxes(idx, draw).to(self.device), kp_img, held,
+                          self.mouth_measures(idx).to(self.device))
+
+    def mouth_measures(self, idx: PairIndex) -> Tensor:
+        """The driving frames' mouth shape from their landmarks: (B, 3) float32 inner-lip gap (13-14), outer-lip
+        gap (0-17) and mouth width (61-291) in % of the face height (10-152), NaN without a face; on the CPU.
+        Ratios of distances: the flip, zoom and shift augmentation leaves them unchanged."""
+        out = np.full((len(idx.clip), 3), np.nan, np.float32)
+        for b, (c, f) in enumerate(zip(idx.clip.tolist(), idx.driving.tolist(), strict=True)):
+            lm = np.asarray(self.landmarks[c][f], np.float64)  # (478, 2) px
+            height = np.linalg.norm(lm[10] - lm[152])
+            if np.isfinite(height) and height > 1.0:
+                out[b] = [100 * np.linalg.norm(lm[i] - lm[j]) / height for i, j in ((13, 14), (0, 17), (61, 291))]
+        return torch.from_numpy(out)
 
     def held_frames(self, idx: PairIndex, hold_prob: float, max_lag: int) -> Tensor:
         """Keypoint frames for ``idx``: the driving frame, or with ``hold_prob`` one 1..``max_lag`` face

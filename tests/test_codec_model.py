@@ -237,3 +237,15 @@ def test_hold_input_starts_as_the_model_without_it_and_then_matters() -> None:
         torch.testing.assert_close(held.render(*cache, kp, jac, mel, torch.zeros(1, 1))[0], ref, atol=0, rtol=0)
         moved = held.render(*cache, kp, jac, mel, torch.full((1, 1), 3.0))[0]
     assert float((moved - ref).abs().max()) > 1e-3
+
+
+def test_audio_mouth_head_reads_the_mel_and_only_exists_when_asked() -> None:
+    cfg = dataclasses.replace(CONFIGS["small"], audio=dataclasses.replace(CONFIGS["small"].audio, mouth_head=True))
+    model = AvfrModel(cfg)
+    _, _, mel = _inputs(2)
+    out = model.audio_encoder.mouth(mel)
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    assert float(model.audio_encoder.trunk.convs[0].weight.grad.abs().sum()) > 0  # the encoder learns from it
+    with pytest.raises(RuntimeError, match="mouth head"):
+        AvfrModel(CONFIGS["small"]).audio_encoder.mouth(mel)

@@ -184,10 +184,10 @@ def test_cli_export_writes_hash_named_weights_and_graphs(clips: list[ClipArrays]
 
 
 def test_frozen_detector_is_unchanged_by_training(clips: list[ClipArrays], tmp_path: Path) -> None:
-    # (with held keypoints on every sample: that path trains too)
+    # (with held keypoints on every sample and the audio mouth head: those paths train too)
     cfg = TrainConfig(batch_size=1, steps=2, gan_warmup_steps=0, num_threads=2, log_every=1, device="cpu",
                       freeze_detector=True, val_every=1, val_max_per_clip=1, val_batch=1, hold_kp=1.0,
-                      hold_max_lag=2)
+                      hold_max_lag=2, audio_mouth=0.1)
     train(cfg, _split(clips, "train"), _split(clips, "dev"), tmp_path, progress=False)
     ckpt = load_checkpoint(tmp_path / LAST_CKPT)
     from avfr.codec.model import AvfrConfig, AvfrModel
@@ -201,3 +201,5 @@ def test_frozen_detector_is_unchanged_by_training(clips: list[ClipArrays], tmp_p
     row = _rows(tmp_path / LOG_CSV)[-1]
     assert "eq_kp" not in row or row["eq_kp"] == ""
     assert math.isfinite(float(row["l1"])) and float(row["l1"]) > 0
+    assert math.isfinite(float(row["audio_mouth"])) and float(row["audio_mouth"]) > 0
+    assert any(k.startswith("audio_encoder.mouth_head.") for k in ckpt["model"])

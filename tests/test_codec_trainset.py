@@ -186,7 +186,9 @@ def test_held_keypoint_frames_are_earlier_face_frames_with_the_same_augmentation
     aug = AugmentConfig(flip_prob=0.5, scale=0.1, shift_frac=0.05)
     src, drv, mel, mouth = TrainSet(clips, "cpu", seed=3, augment=aug).sample_with_mouth(4)
     ts = TrainSet(clips, "cpu", seed=3, augment=aug)
-    src_h, drv_h, mel_h, mouth_h, kp_img, held = ts.sample_held(4, 0.5, 2)
+    tb = ts.sample_batch(4, 0.5, 2)
+    src_h, drv_h, mel_h, mouth_h = tb.source, tb.driving, tb.mel, tb.mouth_box
+    kp_img, held = tb.kp_image, tb.held_frames
     for a, b in ((src, src_h), (drv, drv_h), (mel, mel_h), (mouth, mouth_h)):
         assert torch.equal(a, b)
     ts2 = TrainSet(clips, "cpu", seed=3, augment=aug)
@@ -201,4 +203,9 @@ def test_held_keypoint_frames_are_earlier_face_frames_with_the_same_augmentation
     state = ts.state_dict()
     again = TrainSet(clips, "cpu", seed=99, augment=aug)
     again.load_state_dict(state)
-    torch.testing.assert_close(again.sample_held(2, 0.5, 2)[4], ts.sample_held(2, 0.5, 2)[4])  # exact resume
+    torch.testing.assert_close(again.sample_batch(2, 0.5, 2).kp_image, ts.sample_batch(2, 0.5, 2).kp_image)  # resume
+    # the mouth's shape: ratios of lip distances to the face height, the same whatever the augmentation
+    shape = tb.mouth_shape
+    assert shape.shape == (4, 3) and torch.isfinite(shape).all()
+    torch.testing.assert_close(shape, ts2.mouth_measures(idx2))
+    assert (shape[:, 0] < shape[:, 1]).all() and (shape[:, 1] < shape[:, 2]).all()  # inner gap < outer < width
