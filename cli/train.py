@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-mouth", type=float, default=None, metavar="W",
                    help="weight of a training-only head that reads the driving mouth's shape (lip gaps, width) from "
                    "the audio features alone (default: 0, no head)")
+    p.add_argument("--audio-lr-mult", type=float, default=None, metavar="X",
+                   help="learning rate of the audio branch (audio and attention encoders, mouth head, hold layers) "
+                   "times X (default: 1)")
     p.add_argument("--freeze-detector", action="store_true",
                    help="keep the keypoint detector fixed (no equivariance terms; the sender graph is unchanged)")
     p.add_argument("--no-audio", action="store_true", help="ablation: no audio encoders, silent mel")
@@ -118,6 +121,7 @@ def _train(args: argparse.Namespace) -> int:
         "schedule": args.schedule, "init_from": args.init, "mouth_l1": args.mouth_l1,
         "freeze_detector": args.freeze_detector or None, "wire_noise": args.wire_noise,
         "hold_kp": args.hold_kp, "hold_max_lag": args.hold_max_lag, "audio_mouth": args.audio_mouth,
+        "audio_lr_mult": args.audio_lr_mult,
     }
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not args.resume and (args.out / LAST_CKPT).exists():

@@ -99,6 +99,7 @@ class TrainConfig:
     hold_kp: float = 0.0  # share of samples rendered from keypoints held 1..hold_max_lag frames (packet loss)
     hold_max_lag: int = 4  # frames (40 ms each)
     audio_mouth: float = 0.0  # weight of the audio encoder's mouth-shape head (training only; 0 = no head)
+    audio_lr_mult: float = 1.0  # learning rate of the audio branch (encoders, mouth head, hold layers) x this
     freeze_detector: bool = False  # keypoint detector fixed (eval mode, no equivariance): the sender graph stays
     init_from: str = ""  # a new run starts from this checkpoint's G and D weights (fine-tuning)
     time_limit_min: float = 0.0  # stop cleanly (checkpoint written) before this wall-clock budget; 0 = none
@@ -175,6 +176,11 @@ def build_networks(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
                                     generator=dataclasses.replace(base.generator, hold_input=cfg.hold_kp > 0),
                                     audio=dataclasses.replace(base.audio, mouth_head=cfg.audio_mouth > 0))
     return AvfrModel(model_cfg), MultiScaleDiscriminator(model_cfg.discriminator)
+
+
+def _audio_branch(name: str) -> bool:
+    """Whether a generator parameter belongs to the audio branch (``TrainConfig.audio_lr_mult``)."""
+    return name.startswith(("audio_encoder.", "attention_encoder.")) or ".hold_" in name
 
 
 def _build_losses(model: nn.Module, disc: nn.Module, mouth_l1: float = 0.0, equivariance: bool = True,
@@ -396,7 +402,14 @@ class _Trainer:
         if cfg.compile and cuda:
             self.g_loss_warm = torch.compile(self.g_loss_warm)
             self.g_loss_gan = torch.compile(self.g_loss_gan)
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        # the audio branch (encoders, their mouth head, the hold layers) may learn faster than the rest (one
+        # group otherwise, as in runs made before the option, so that they resume)
+        groups: list[dict[str, Any]] = [{"params": list(self.model.parameters()), "lr_mult": 1.0}]
+        if cfg.audio_lr_mult != 1.0:
+            named = list(self.model.named_parameters())
+            groups = [{"params": [p for n, p in named if not _audio_branch(n)], "lr_mult": 1.0},
+                      {"params": [p for n, p in named if _audio_branch(n)], "lr_mult": cfg.audio_lr_mult}]
+        self.opt_g = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_disc, betas=cfg.betas)
         self.step = 0
         self.wall_s_before = 0.0  # wall time of earlier calls of this run
@@ -514,7 +527,7 @@ class _Trainer:
         cfg = self.cfg
         for group, base in ((self.opt_g.param_groups, cfg.lr), (self.opt_d.param_groups, cfg.lr_disc)):
             for g in group:
-                g["lr"] = base * lr_factor(cfg, self.step)
+                g["lr"] = base * g.get("lr_mult", 1.0) * lr_factor(cfg, self.step)
         mouth = kp_img = held = shape = None
         if cfg.hold_kp > 0 or cfg.audio_mouth > 0:
             tb = self.trainset.sample_batch(cfg.batch_size, cfg.hold_kp, cfg.hold_max_lag)

@@ -187,7 +187,7 @@ def test_frozen_detector_is_unchanged_by_training(clips: list[ClipArrays], tmp_p
     # (with held keypoints on every sample and the audio mouth head: those paths train too)
     cfg = TrainConfig(batch_size=1, steps=2, gan_warmup_steps=0, num_threads=2, log_every=1, device="cpu",
                       freeze_detector=True, val_every=1, val_max_per_clip=1, val_batch=1, hold_kp=1.0,
-                      hold_max_lag=2, audio_mouth=0.1)
+                      hold_max_lag=2, audio_mouth=0.1, audio_lr_mult=10.0)
     train(cfg, _split(clips, "train"), _split(clips, "dev"), tmp_path, progress=False)
     ckpt = load_checkpoint(tmp_path / LAST_CKPT)
     from avfr.codec.model import AvfrConfig, AvfrModel
