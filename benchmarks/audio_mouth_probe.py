@@ -30,8 +30,7 @@ import torch
 
 from avfr.codec.audio_encoder import MOUTH_STD_PCT, AudioEncoderConfig, MelTrunk
 from avfr.codec.cache import load_clips
-
-PAIRS = ((13, 14), (0, 17), (61, 291))  # inner-lip gap, outer-lip gap, width (mediapipe indices)
+from avfr.codec.quality import mouth_shape
 
 
 def mouth_windows(data: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,9 +40,7 @@ def mouth_windows(data: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     for clip in load_clips(data, split=split, prepare_missing=True):
         if not clip.has_audio:
             continue
-        lm = np.asarray(clip.landmarks, np.float64)  # (T, 478, 2) px
-        height = np.linalg.norm(lm[:, 10] - lm[:, 152], axis=-1)
-        shape = np.stack([100 * np.linalg.norm(lm[:, i] - lm[:, j], axis=-1) / height for i, j in PAIRS], 1)
+        shape = 100 * mouth_shape(clip.landmarks)  # (T, 3) % of the face height
         shape = shape - np.nanmean(shape, 0)
         for t in np.flatnonzero(np.isfinite(shape).all(1)):
             mels.append(clip.mel[:, 4 * t + 10:4 * t + 29])

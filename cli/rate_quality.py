@@ -160,18 +160,13 @@ class SenderMemo:
 
     def __init__(self, extractor: object) -> None:
         self._extractor = extractor
-        self._priors: dict[bytes, tuple[object, float]] = {}
-        self._keypoints: dict[bytes, tuple[tuple[np.ndarray, np.ndarray], float]] = {}
+        self._priors: dict[str, tuple[object, float]] = {}
+        self._keypoints: dict[str, tuple[tuple[np.ndarray, np.ndarray], float]] = {}
         self.saved_s = 0.0  # compute time of every reused result
-
-    @staticmethod
-    def _digest(array: np.ndarray) -> bytes:
-        a = np.ascontiguousarray(array)
-        return hashlib.blake2b(a.tobytes(), digest_size=16).digest() + f"{a.dtype}{a.shape}".encode()
 
     def priors(self, rgb: np.ndarray) -> object:
         """``PriorExtractor(rgb)`` (a FramePriors whose arrays are read-only)."""
-        key = self._digest(rgb)
+        key = _digest(rgb, size=16)
         hit = self._priors.get(key)
         if hit is None:
             t0 = time.perf_counter()
@@ -186,7 +181,7 @@ class SenderMemo:
 
     def keypoints(self, model: object, frame5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``model.keypoints(frame5)`` of the shipped sender graph (read-only arrays)."""
-        key = self._digest(frame5)
+        key = _digest(frame5, size=16)
         hit = self._keypoints.get(key)
         if hit is None:
             t0 = time.perf_counter()
@@ -469,9 +464,9 @@ class ClipPart:
         return out_dir / "clips" / f"{clip_id}.parts" / f"{self.name}-{self.key}.json"
 
 
-def _digest(*arrays: np.ndarray) -> str:
-    """16 hex digits of blake2b over the arrays' dtypes, shapes and bytes."""
-    h = hashlib.blake2b(digest_size=8)
+def _digest(*arrays: np.ndarray, size: int = 8) -> str:
+    """``2 * size`` hex digits of blake2b over the arrays' dtypes, shapes and bytes."""
+    h = hashlib.blake2b(digest_size=size)
     for array in arrays:
         a = np.ascontiguousarray(array)
         h.update(f"{a.dtype}{a.shape}".encode())

@@ -338,6 +338,30 @@ def motion_distance(test_lm: np.ndarray, driver_lm: np.ndarray) -> float:
     return landmark_distance(_rel(test_lm), _rel(driver_lm))[0]
 
 
+MOUTH_SHAPE_PAIRS = ((MOUTH_UPPER_INNER, MOUTH_LOWER_INNER), (0, 17), (61, 291))  # inner gap, outer gap, width
+
+
+def mouth_shape(lm: np.ndarray, min_height_px: float | None = None) -> np.ndarray:
+    """Inner-lip gap (13/14), outer-lip gap (0/17) and mouth width (61/291) divided by the face height
+    (10/152), per frame; NaN without a face. Ratios of distances: flips, zooms and shifts leave them unchanged.
+
+    Args:
+        lm: float (T, 478, 2) px.
+        min_height_px: frames whose face height is not above this are NaN (None: no such check).
+
+    Returns:
+        float64 (T, 3).
+    """
+    x = np.asarray(lm, np.float64)
+    gaps = np.stack([np.linalg.norm(x[:, i] - x[:, j], axis=-1) for i, j in MOUTH_SHAPE_PAIRS], -1)  # (T, 3)
+    height = np.linalg.norm(x[:, FACE_TOP] - x[:, FACE_BOTTOM], axis=-1)  # (T,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = gaps / height[:, None]
+    if min_height_px is not None:
+        out[~(height > min_height_px)] = np.nan
+    return out
+
+
 def mouth_opening(lm: np.ndarray) -> np.ndarray:
     """Inner-lip gap divided by face height (landmarks 13/14 over 10/152), per frame; NaN without a face.
 
@@ -347,11 +371,7 @@ def mouth_opening(lm: np.ndarray) -> np.ndarray:
     Returns:
         float64 (T,).
     """
-    x = np.asarray(lm, np.float64)
-    gap = np.linalg.norm(x[:, MOUTH_UPPER_INNER] - x[:, MOUTH_LOWER_INNER], axis=-1)
-    height = np.linalg.norm(x[:, FACE_TOP] - x[:, FACE_BOTTOM], axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return gap / height
+    return mouth_shape(lm)[:, 0]
 
 
 def speech_envelope_db(pcm: np.ndarray, num_frames: int) -> np.ndarray:

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from avfr.codec.cache import ClipArrays
 from avfr.codec.priors import LIP_LANDMARKS
+from avfr.codec.quality import mouth_shape
 
 log = logging.getLogger(__name__)
 
@@ -324,10 +325,14 @@ class TrainSet:
         """
         idx, draw = self._draw(batch_size)
         frames = self.held_frames(idx, hold_prob, max_lag)
-        src, drv, mel = self.batch(idx)
-        kp_img = self.images(idx.clip, frames)
-        if self.augment is not None:
-            src, drv, kp_img = self._apply_augment(draw, src, drv, kp_img)
+        if hold_prob <= 0:  # no frame is held: the keypoint frames are the driving frames
+            src, drv, mel = self._augmented_batch(idx, draw)
+            kp_img = drv
+        else:
+            src, drv, mel = self.batch(idx)
+            kp_img = self.images(idx.clip, frames)
+            if self.augment is not None:
+                src, drv, kp_img = self._apply_augment(draw, src, drv, kp_img)
         held = (idx.driving - frames).float()[:, None].to(self.device)
         return TrainBatch(src, drv, mel, self.mouth_boxes(idx, draw).to(self.device), kp_img, held,
                           self.mouth_measures(idx).to(self.device))
@@ -336,13 +341,9 @@ class TrainSet:
         """The driving frames' mouth shape from their landmarks: (B, 3) float32 inner-lip gap (13-14), outer-lip
         gap (0-17) and mouth width (61-291) in % of the face height (10-152), NaN without a face; on the CPU.
         Ratios of distances: the flip, zoom and shift augmentation leaves them unchanged."""
-        out = np.full((len(idx.clip), 3), np.nan, np.float32)
-        for b, (c, f) in enumerate(zip(idx.clip.tolist(), idx.driving.tolist(), strict=True)):
-            lm = np.asarray(self.landmarks[c][f], np.float64)  # (478, 2) px
-            height = np.linalg.norm(lm[10] - lm[152])
-            if np.isfinite(height) and height > 1.0:
-                out[b] = [100 * np.linalg.norm(lm[i] - lm[j]) / height for i, j in ((13, 14), (0, 17), (61, 291))]
-        return torch.from_numpy(out)
+        pairs = zip(idx.clip.tolist(), idx.driving.tolist(), strict=True)
+        lm = np.stack([self.landmarks[c][f] for c, f in pairs])  # (B, 478, 2) px
+        return torch.from_numpy((100 * mouth_shape(lm, min_height_px=1.0)).astype(np.float32))  # (B, 3)
 
     def held_frames(self, idx: PairIndex, hold_prob: float, max_lag: int) -> Tensor:
         """Keypoint frames for ``idx``: the driving frame, or with ``hold_prob`` one 1..``max_lag`` face
