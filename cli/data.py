@@ -64,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bundle.add_argument("--out", metavar="BUNDLE_DIR", type=Path, required=True, help="bundle folder")
     bundle.add_argument("--cache", metavar="DIR", type=Path, default=None, help=_CACHE_HELP)
     bundle.add_argument("--crf", type=int, default=16, help="libx264 quality of the RGB video (default: 16)")
+    bundle.add_argument("--mask-crf", type=int, default=20,
+                        help="libx264 quality of the segmentation-mask video (default: 20)")
     bundle.set_defaults(func=_bundle)
 
 
@@ -115,7 +117,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from avfr.codec.cache import load_clips
 
     clips = load_clips(args.dir, args.cache)
-    size = write_bundle(clips, args.out, crf=args.crf)
+    size = write_bundle(clips, args.out, crf=args.crf, mask_crf=args.mask_crf)
     print(f"bundle of {len(clips)} clips ({sum(c.num_frames for c in clips)} frames) in {args.out}: "
           f"{size / 1e6:.1f} MB")
     return 0

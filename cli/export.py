@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "receiver_source, receiver_frame) and the manifest <name>.json into OUT_DIR. The graphs are "
         "traced from the fp16-rounded weights, so the .pt and the ONNX files compute the same model.",
     )
-    p.add_argument("checkpoint", type=Path, help="training checkpoint (RUN_DIR/ckpt-best.pt or ckpt-last.pt)")
+    p.add_argument("checkpoint", type=Path,
+                   help="training checkpoint (RUN_DIR/ckpt-best.pt or ckpt-last.pt) or weights file "
+                   "(RUN_DIR/weights-*.pt)")
     p.add_argument("--out", metavar="OUT_DIR", type=Path, required=True, help="output folder (e.g. models)")
     p.add_argument("--name", default=None, help="file prefix (default: avfr-<config>)")
     p.add_argument("--replace", action="store_true",
@@ -34,8 +36,15 @@ def _export(args: argparse.Namespace) -> int:
 
     if not args.checkpoint.is_file():
         raise CliError(f"no checkpoint at {args.checkpoint}")
-    model = model_from_checkpoint(args.checkpoint)
-    step = int(load_checkpoint(args.checkpoint)["step"])
+    try:
+        model = model_from_checkpoint(args.checkpoint)
+        origin = f"step {int(load_checkpoint(args.checkpoint)['step'])} of {args.checkpoint}"
+    except ValueError:  # not a training checkpoint: a weights file (fp16 already)
+        try:
+            model = load_weights(args.checkpoint)
+        except ValueError as exc:
+            raise CliError(f"{args.checkpoint}: neither a training checkpoint nor a weights file") from exc
+        origin = f"weights {args.checkpoint}"
     name = args.name or f"avfr-{model.config.name}"
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / f".{name}-export.pt"
@@ -49,7 +58,7 @@ def _export(args: argparse.Namespace) -> int:
             if old.suffix in (".pt", ".onnx") and old not in written:
                 old.unlink()
                 print(f"removed {old}")
-    print(f"step {step} of {args.checkpoint} -> {name}:")
+    print(f"{origin} -> {name}:")
     for path in sorted(written | {exported.manifest}):
         print(f"  {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -48,8 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="driving frames validated per dev clip (default: 16)")
     p.add_argument("--schedule", choices=("multistep", "cosine", "constant"), default=None,
                    help="learning-rate schedule after the warm-up (default: multistep)")
+    p.add_argument("--snapshot-every", type=int, default=None, metavar="STEPS",
+                   help="also write the generator (fp16) as RUN_DIR/weights-step<N>.pt every STEPS steps")
     p.add_argument("--init", metavar="CKPT", default=None,
-                   help="start a new run from this training checkpoint's weights (fine-tuning)")
+                   help="start a new run from this training checkpoint's G and D, or from a weights file's G "
+                   "(e.g. models/avfr-small-*.pt; fresh discriminator) (fine-tuning)")
     p.add_argument("--mouth-l1", type=float, default=None, metavar="W",
                    help="weight of an extra L1 term inside the driving mouth box (default: 0, off)")
     p.add_argument("--wire-noise", type=float, default=None, metavar="P",
@@ -121,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
         "schedule": args.schedule, "init_from": args.init, "mouth_l1": args.mouth_l1,
         "freeze_detector": args.freeze_detector or None, "wire_noise": args.wire_noise,
         "hold_kp": args.hold_kp, "hold_max_lag": args.hold_max_lag, "audio_mouth": args.audio_mouth,
-        "audio_lr_mult": args.audio_lr_mult,
+        "audio_lr_mult": args.audio_lr_mult, "snapshot_every": args.snapshot_every,
     }
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not args.resume and (args.out / LAST_CKPT).exists():

@@ -69,13 +69,14 @@ def _decode_video(path: Path, num_frames: int) -> np.ndarray:
 
 
 def write_bundle(clips: Sequence[ClipArrays], out_dir: Path, crf: int = 16,
-                 opus_bitrates_bps: Sequence[int] = OPUS_BITRATES_BPS) -> int:
+                 opus_bitrates_bps: Sequence[int] = OPUS_BITRATES_BPS, mask_crf: int = 20) -> int:
     """Pack prepared clips into ``out_dir``; returns the bundle's size in bytes.
 
     Args:
         clips: prepared clips (``avfr.codec.cache.load_clips``).
         out_dir: created if missing; existing files of the same clips are overwritten.
         crf: libx264 quality of the RGB video (lower = larger, closer to the cache's frames).
+        mask_crf: the same for the grey segmentation-mask video (a soft mask: it tolerates more).
         opus_bitrates_bps: Opus round trips whose mel is stored beside the clean mel.
     """
     from avfr.codec.audio import opus_roundtrip
@@ -84,7 +85,7 @@ def write_bundle(clips: Sequence[ClipArrays], out_dir: Path, crf: int = 16,
     index = []
     for clip in clips:
         _encode_video(np.asarray(clip.frames), out_dir / f"{clip.clip_id}.rgb.mp4", crf, gray=False)
-        _encode_video(np.asarray(clip.mask), out_dir / f"{clip.clip_id}.mask.mp4", 20, gray=True)
+        _encode_video(np.asarray(clip.mask), out_dir / f"{clip.clip_id}.mask.mp4", mask_crf, gray=True)
         lm = np.where(np.isnan(clip.landmarks), -1.0, np.round(clip.landmarks * LANDMARK_SCALE)).astype(np.int16)
         arrays = {
             # (T,478,2) int16, frame 0 absolute then frame-to-frame differences: small numbers, they deflate well

@@ -10,7 +10,8 @@ One run lives in ``out_dir``:
   the RNG states of torch, numpy, python and the training set); written every ``checkpoint_minutes``, at
   the end and before a ``time_limit_min`` runs out;
 - ``ckpt-best.pt``: the same, from the validation with the best dev PSNR so far;
-- ``weights-best.pt``: the best model alone in :func:`avfr.codec.model.save_weights` format (float16).
+- ``weights-best.pt``: the best model alone in :func:`avfr.codec.model.save_weights` format (float16);
+- ``weights-step<N>.pt``: the model alone at every ``snapshot_every``-th step (same format), when asked.
 
 Learning rate: Adam (betas 0.5, 0.999) for both networks at ``lr`` = 2e-4, linear warm-up over
 ``warmup_steps``, then "multistep" (x ``gamma`` at 60 % and 90 % of ``steps``, the paper's epochs 60 and 90
@@ -101,7 +102,8 @@ class TrainConfig:
     audio_mouth: float = 0.0  # weight of the audio encoder's mouth-shape head (training only; 0 = no head)
     audio_lr_mult: float = 1.0  # learning rate of the audio branch (encoders, mouth head, hold layers) x this
     freeze_detector: bool = False  # keypoint detector fixed (eval mode, no equivariance): the sender graph stays
-    init_from: str = ""  # a new run starts from this checkpoint's G and D weights (fine-tuning)
+    init_from: str = ""  # a new run starts from this checkpoint's G and D weights, or a weights file's G (fine-tuning)
+    snapshot_every: int = 0  # also write the generator alone (fp16) as weights-step<N>.pt every N steps; 0 = off
     time_limit_min: float = 0.0  # stop cleanly (checkpoint written) before this wall-clock budget; 0 = none
 
     def __post_init__(self) -> None:
@@ -113,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"device {self.device!r}: expected auto, cpu or cuda")
         if not 0.0 <= self.hold_kp <= 1.0 or self.hold_max_lag < 1:
             raise ValueError("hold_kp must be in [0, 1] and hold_max_lag >= 1")
+        if self.snapshot_every < 0:
+            raise ValueError("snapshot_every must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,11 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device, trainset: Tra
 # ---------------------------------------------------------------------------------------- files
 
 
+def snapshot_name(step: int) -> str:
+    """File name of the generator snapshot at ``step`` (``TrainConfig.snapshot_every``)."""
+    return f"weights-step{step:06d}.pt"
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -248,6 +257,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an {CHECKPOINT_FORMAT} checkpoint")
     return ckpt
+
+
+def _read_init(path: str | Path) -> tuple[Mapping[str, Tensor], Mapping[str, Tensor] | None, dict[str, Any], str]:
+    """(generator state, discriminator state or None, {config, use_audio, use_priors}, description) of a
+    training checkpoint or a weights file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: neither format.
+    """
+    import json
+
+    from avfr.codec.model import WEIGHTS_FORMAT
+
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
+        saved = data["train_config"]
+        settings = {k: saved[k] for k in ("config", "use_audio", "use_priors")}
+        return data["model"], data["discriminator"], settings, f"step {int(data['step'])} of that run"
+    if isinstance(data, dict) and data.get("format") == WEIGHTS_FORMAT:
+        config = json.loads(data["config"])
+        settings = {"config": config["name"], "use_audio": config["use_audio"], "use_priors": config["use_priors"]}
+        return data["state_dict"], None, settings, "weights file: generator only, fresh discriminator"
+    raise ValueError(f"{path}: neither an {CHECKPOINT_FORMAT} checkpoint nor an {WEIGHTS_FORMAT} file")
 
 
 def model_from_checkpoint(path: str | Path) -> nn.Module:
@@ -467,20 +500,27 @@ class _Trainer:
         self.disc.train()
 
     def init_weights(self, path: Path) -> None:
-        """Start from another run's generator and discriminator weights (optimisers and step start fresh).
+        """Start from another run's weights (optimisers and step start fresh): a training checkpoint gives
+        the generator and the discriminator, a :func:`avfr.codec.model.save_weights` file (e.g. the shipped
+        model) the generator alone (the discriminator keeps its fresh initialisation).
 
         Raises:
-            ValueError: the checkpoint is of another model config or ablation.
+            ValueError: the file is neither, or holds another model config or ablation.
         """
-        ckpt = load_checkpoint(path)
-        self.check_compatible(ckpt, ("config", "use_audio", "use_priors"), f"--init {path}")
+        model_state, disc_state, settings, what = _read_init(path)
+        for key in ("config", "use_audio", "use_priors"):
+            if settings[key] != getattr(self.cfg, key):
+                raise ValueError(f"--init {path} was trained with {key}={settings[key]!r}, this run asks "
+                                 f"{getattr(self.cfg, key)!r}")
         # a run with --hold-kp / --audio-mouth may start from one without: the new layers keep their init
-        missing, unexpected = self.model.load_state_dict(ckpt["model"], strict=False)
+        model_state = {k: v.float() if v.is_floating_point() else v for k, v in model_state.items()}
+        missing, unexpected = self.model.load_state_dict(model_state, strict=False)
         if unexpected or any(".hold_" not in k and ".mouth_head." not in k for k in missing):
             raise ValueError(f"--init {path}: weights do not fit this model (missing {missing[:4]}, "
                              f"unexpected {unexpected[:4]})")
-        self.disc.load_state_dict(ckpt["discriminator"])
-        log.info("initialised from %s (step %d of that run)", path, int(ckpt["step"]))
+        if disc_state is not None:
+            self.disc.load_state_dict(disc_state)
+        log.info("initialised from %s (%s)", path, what)
 
     def checkpoint(self, validate_first: bool, new_best: bool = False) -> None:
         """Validate (optionally), write ckpt-last.pt, and ckpt-best.pt / weights-best.pt on a new best.
@@ -501,6 +541,13 @@ class _Trainer:
             save_weights(self.model, self.out_dir / BEST_WEIGHTS)  # type: ignore[arg-type]
         self.ckpt_s = time.perf_counter() - t
         log.info("step %d: checkpoint written (%.1f s)", self.step, self.ckpt_s)
+
+    def snapshot(self) -> None:
+        """Write the generator alone (fp16) as ``weights-step<step>.pt``: models at fixed steps (ablations
+        compared at the same step whatever the time limit let each run reach)."""
+        from avfr.codec.model import save_weights
+
+        save_weights(self.model, self.out_dir / snapshot_name(self.step))  # type: ignore[arg-type]
 
     def run_validation(self) -> bool:
         """Validate, log to val.csv; returns True when dev PSNR is a new best."""
@@ -643,6 +690,8 @@ class _Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
                 bar.update(1)
+                if cfg.snapshot_every > 0 and self.step % cfg.snapshot_every == 0:
+                    self.snapshot()
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     log_row()
                 if cfg.val_every > 0 and self.step % cfg.val_every == 0 and self.devset is not None:

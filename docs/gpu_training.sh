@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Train on a lent GPU box (torch + numpy + OpenCV there; no mediapipe, PyAV or libopus), as done for
-# models/avfr-small-*: first, here, pack the prepared clips small enough to travel (64 MiB cap):
-#     avfr-codec data prepare ../shared/data && avfr-codec data bundle ../shared/data --out .devbundle/data
+# models/avfr-small-*: first, here, pack the prepared clips small enough to travel (64 MiB cap, the ~35 MB of
+# tracked files included, so the bundle must stay near 30 MB):
+#     avfr-codec data prepare ../shared/data
+#     avfr-codec data bundle ../shared/data --out .devbundle/data --crf 21 --mask-crf 30
 #     cp docs/gpu_training.sh .devbundle/
 # then run on the box, with `.devbundle` carried (it is git-ignored):
 #     bash .devbundle/gpu_training.sh MINUTES RUN [extra train args]
 # e.g. the shipped model's first call (and `--resume` for the next calls while the box is still warm):
 #     bash .devbundle/gpu_training.sh 7.6 full --batch 64 --lr 3e-4 --steps 5000 --gan-warmup 1500
-# the paper's ablations at one budget (same seed, data, steps; one run per call):
+# the paper's ablations at one budget (same seed, data, steps; one run per call; docs/gpu_parallel.sh runs
+# them side by side in one call, compared at the same step, as done for the model card):
 #     bash .devbundle/gpu_training.sh 6 noaudio --batch 64 --lr 3e-4 --steps 3000 --gan-warmup 1000 --no-audio
 #     bash .devbundle/gpu_training.sh 6 nopriors --batch 64 --lr 3e-4 --steps 3000 --gan-warmup 1000 --no-priors
 # fine-tuning from a carried checkpoint (.devbundle/init.pt) with the mouth term:

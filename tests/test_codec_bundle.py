@@ -56,3 +56,14 @@ def test_unknown_bundle_version_is_refused(clips: list, tmp_path: Path) -> None:
     (tmp_path / "b" / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="bundle version 99"):
         load_bundle(tmp_path / "b")
+
+
+def test_travel_size_settings_keep_the_priors_usable(clips: list, tmp_path: Path) -> None:
+    # the settings that fit a bundle beside the repository in the 64 MiB a GPU box receives (crf 21, mask 30)
+    write_bundle(clips[:1], tmp_path / "fine", opus_bitrates_bps=())
+    write_bundle(clips[:1], tmp_path / "small", opus_bitrates_bps=(), crf=21, mask_crf=30)
+    name = f"{clips[0].clip_id}.mask.mp4"
+    assert (tmp_path / "small" / name).stat().st_size < (tmp_path / "fine" / name).stat().st_size
+    _, (back,), _ = load_bundle(tmp_path / "small")
+    assert np.abs(back.mask.astype(np.float32) - clips[0].mask).mean() < 3.0
+    assert np.abs(back.frames.astype(np.float32) - clips[0].frames).mean() < 4.0

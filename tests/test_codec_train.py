@@ -203,3 +203,45 @@ def test_frozen_detector_is_unchanged_by_training(clips: list[ClipArrays], tmp_p
     assert math.isfinite(float(row["l1"])) and float(row["l1"]) > 0
     assert math.isfinite(float(row["audio_mouth"])) and float(row["audio_mouth"]) > 0
     assert any(k.startswith("audio_encoder.mouth_head.") for k in ckpt["model"])
+
+
+def test_snapshots_and_init_from_a_weights_file(clips: list[ClipArrays], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from avfr.cli import main
+    from avfr.codec.model import load_weights
+    from avfr.codec.train import snapshot_name
+
+    base = TrainConfig(batch_size=1, steps=2, gan_warmup_steps=0, num_threads=2, log_every=1, device="cpu",
+                       snapshot_every=1)
+    train(base, _split(clips, "train"), [], tmp_path / "a", progress=False)
+    snaps = sorted(p.name for p in (tmp_path / "a").glob("weights-step*.pt"))
+    assert snaps == [snapshot_name(1), snapshot_name(2)]
+    last = load_weights(tmp_path / "a" / snapshot_name(2))  # the generator of the last step, fp16-rounded
+    expected = {k: v.half().float() if v.is_floating_point() else v
+                for k, v in load_checkpoint(tmp_path / "a" / LAST_CKPT)["model"].items()}
+    _assert_same_state(last.state_dict(), expected, "snapshot")
+
+    # a weights file (the shipped format) starts a fine-tune: its generator, a fresh discriminator
+    start = TrainConfig(batch_size=1, steps=0, num_threads=2, device="cpu",
+                        init_from=str(tmp_path / "a" / snapshot_name(2)))
+    train(start, _split(clips, "train"), [], tmp_path / "b", progress=False)
+    copied = load_checkpoint(tmp_path / "b" / LAST_CKPT)
+    _assert_same_state(copied["model"], expected, "model")
+    torch.manual_seed(0)
+    fresh = TrainConfig(batch_size=1, steps=0, num_threads=2, device="cpu")
+    train(fresh, _split(clips, "train"), [], tmp_path / "c", progress=False)
+    _assert_same_state(copied["discriminator"], load_checkpoint(tmp_path / "c" / LAST_CKPT)["discriminator"])
+    with pytest.raises(ValueError, match="use_priors"):
+        train(TrainConfig(**{**start.__dict__, "use_priors": False}), _split(clips, "train"), [], tmp_path / "d",
+              progress=False)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="junk.pt|pickle|load"):
+        train(TrainConfig(**{**start.__dict__, "init_from": str(tmp_path / "junk.pt")}), _split(clips, "train"),
+              [], tmp_path / "e", progress=False)
+
+    # export takes a weights file too
+    assert main(["export", str(tmp_path / "a" / snapshot_name(2)), "--out", str(tmp_path / "m")]) == 0
+    assert "weights " in capsys.readouterr().out
+    assert len(list((tmp_path / "m").glob("avfr-small-*.onnx"))) == 3
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    assert main(["export", str(tmp_path / "other.pt"), "--out", str(tmp_path / "m2")]) == 2

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Several training runs at once on one lent GPU box, as done for the ablations of models/MODEL_CARD.md: one
+# loan, one start-up, every run under the same time limit (they share the GPU: the small model is GPU-bound at
+# batch 32, and four runs together made 557 samples/s, about what one run makes alone). Prepare here, as for docs/gpu_training.sh:
+#     avfr-codec data prepare ../shared/data
+#     avfr-codec data bundle ../shared/data --out .devbundle/data --crf 21 --mask-crf 30   # 30.5 MB
+#     cp docs/gpu_parallel.sh .devbundle/
+# then on the box, with `.devbundle` carried:
+#     bash .devbundle/gpu_parallel.sh MINUTES "RUN:train args" "RUN:train args" ...
+# e.g. the paper's ablations at one budget, compared at the same step (--snapshot-every), plus a fine-tune
+# of the shipped model:
+#     bash .devbundle/gpu_parallel.sh 7.3 \
+#         "full:--batch 32 --lr 3e-4 --steps 3000 --gan-warmup 1000 --snapshot-every 250 --val-every 500" \
+#         "noaudio:--batch 32 --lr 3e-4 --steps 3000 --gan-warmup 1000 --snapshot-every 250 --val-every 500 --no-audio" \
+#         "nopriors:--batch 32 --lr 3e-4 --steps 3000 --gan-warmup 1000 --snapshot-every 250 --val-every 500 --no-priors" \
+#         "ft:--init models/avfr-small-ea5ce26f.pt --batch 32 --lr 5e-5 --steps 100000 --schedule constant ..."
+# (the model card's ablations and GPU fine-tune; ea5ce26f was the model shipped then, in git history)
+# $OUT receives (at most 8 files come back): logs.tgz (each run's train.log, log.csv, val.csv, and
+# bench_model.jsonl: GPU latency of the per-frame graphs); for the runs with snapshots, <RUN>.pt = the
+# generator at the largest step that every such run reached (the same step for all: a fair comparison
+# whatever the time limit let each reach); for the others, <RUN>-last.pt = generator + discriminator of the
+# last step (fp16, a training checkpoint without optimiser state: `avfr-codec export` or `train --init` it)
+# and <RUN>-best.pt = its generator at the best dev PSNR of the box's validations.
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/p
+mkdir -p /tmp/p && ln -sfn "$PWD" /tmp/p/avfr   # the repo root is the package `avfr`
+minutes=$1
+shift
+nvidia-smi -L
+pids=()
+names=()
+for spec in "$@"; do
+  run=${spec%%:*}
+  args=${spec#*:}
+  mkdir -p "/tmp/run-$run"
+  # shellcheck disable=SC2086
+  python3 -m avfr.cli train --arrays .devbundle/data --config small --out "/tmp/run-$run" --device "${DEVICE:-cuda}" \
+    --checkpoint-min 100 --val-frames 8 --time-limit-min "$minutes" -q $args \
+    > "/tmp/run-$run/train.log" 2>&1 &
+  pids+=($!)
+  names+=("$run")
+done
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}"
+  echo "${names[$i]}: exit $?"
+  grep -v -E "XNNPACK|absl|W0000" "/tmp/run-${names[$i]}/train.log" | tail -6
+done
+timeout 90 python3 benchmarks/bench_model.py --config small --cuda --no-ort --threads 2 --iters 100 \
+  > /tmp/bench_model.jsonl 2>/tmp/bench_model.err
+python3 - "${names[@]}" <<'EOF'
+"""Pick the common snapshot step and write the files that come back."""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+out = Path(os.environ["OUT"])
+names = sys.argv[1:]
+snaps = {n: {int(p.stem.split("step")[1]): p for p in Path(f"/tmp/run-{n}").glob("weights-step*.pt")}
+         for n in names}
+with_snaps = [n for n in names if snaps[n]]
+if with_snaps:
+    common = set.intersection(*(set(snaps[n]) for n in with_snaps))
+    if common:
+        step = max(common)
+        for n in with_snaps:
+            shutil.copyfile(snaps[n][step], out / f"{n}.pt")
+        print(f"snapshots of {with_snaps} at their common step {step}")
+for n in names:
+    if snaps[n]:
+        continue
+    last = Path(f"/tmp/run-{n}/ckpt-last.pt")
+    if not last.exists():
+        print(f"{n}: no checkpoint")
+        continue
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    half = {k: {n2: (t.half() if t.is_floating_point() else t) for n2, t in ckpt[k].items()}
+            for k in ("model", "discriminator")}
+    slim = {k: v for k, v in ckpt.items() if k not in ("opt_g", "opt_d", "rng")} | half
+    torch.save(slim, out / f"{n}-last.pt")
+    print(f"{n}: step {ckpt['step']} -> {n}-last.pt")
+    best = Path(f"/tmp/run-{n}/weights-best.pt")
+    if best.exists():
+        shutil.copyfile(best, out / f"{n}-best.pt")  # the generator of the best dev PSNR on the box
+EOF
+tar czf "$OUT/logs.tgz" -C /tmp bench_model.jsonl bench_model.err \
+  $(for n in "${names[@]}"; do echo "run-$n/train.log run-$n/log.csv run-$n/val.csv"; done) 2>/dev/null
+ls -la "$OUT"
