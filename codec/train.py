@@ -271,7 +271,12 @@ def _read_init(path: str | Path) -> tuple[Mapping[str, Tensor], Mapping[str, Ten
 
     from avfr.codec.model import WEIGHTS_FORMAT
 
-    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--init {path}: no such file")
+    try:
+        data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError) on bad files
+        raise ValueError(f"{path}: not a readable checkpoint or weights file ({type(exc).__name__})") from exc
     if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         saved = data["train_config"]
         settings = {k: saved[k] for k in ("config", "use_audio", "use_priors")}
