@@ -479,7 +479,7 @@ class _Trainer:
         }
 
     def load(self, ckpt: Mapping[str, Any]) -> None:
-        self.check_compatible(ckpt, ("config", "use_audio", "use_priors", "causal"), "checkpoint")
+        self.check_compatible(ckpt["train_config"], ("config", "use_audio", "use_priors", "causal"), "checkpoint")
         self.model.load_state_dict(ckpt["model"])
         self.disc.load_state_dict(ckpt["discriminator"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
@@ -489,9 +489,9 @@ class _Trainer:
         self.best_psnr = float(ckpt["best_psnr_db"])
         _set_rng_state(ckpt["rng"], self.device, self.trainset)
 
-    def check_compatible(self, ckpt: Mapping[str, Any], keys: tuple[str, ...], what: str) -> None:
-        """Raise ValueError when the checkpoint's run settings ``keys`` differ from this run's."""
-        saved = ckpt["train_config"]
+    def check_compatible(self, saved: Mapping[str, Any], keys: tuple[str, ...], what: str) -> None:
+        """Raise ValueError when the saved run settings ``keys`` (a checkpoint's ``train_config``) differ from
+        this run's."""
         for key in keys:
             if saved[key] != getattr(self.cfg, key):
                 raise ValueError(f"{what} was trained with {key}={saved[key]!r}, this run asks "
@@ -513,12 +513,9 @@ class _Trainer:
             ValueError: the file is neither, or holds another model config or ablation.
         """
         model_state, disc_state, settings, what = _read_init(path)
-        for key in ("config", "use_audio", "use_priors"):
-            if settings[key] != getattr(self.cfg, key):
-                raise ValueError(f"--init {path} was trained with {key}={settings[key]!r}, this run asks "
-                                 f"{getattr(self.cfg, key)!r}")
+        self.check_compatible(settings, ("config", "use_audio", "use_priors"), f"--init {path}")
         # a run with --hold-kp / --audio-mouth may start from one without: the new layers keep their init
-        model_state = {k: v.float() if v.is_floating_point() else v for k, v in model_state.items()}
+        # (load_state_dict copies fp16 tensors of a weights file into the fp32 parameters)
         missing, unexpected = self.model.load_state_dict(model_state, strict=False)
         if unexpected or any(".hold_" not in k and ".mouth_head." not in k for k in missing):
             raise ValueError(f"--init {path}: weights do not fit this model (missing {missing[:4]}, "
