@@ -1,6 +1,6 @@
 """Can the mouth's shape be read from 200 ms of speech, on our data? A probe for the audio branch.
 
-A fresh audio trunk (``avfr.codec.audio_encoder.MelTrunk``, the model's own) + a linear head is trained on the
+A fresh audio trunk (``avfr.codec.nets.audio_encoder.MelTrunk``, the model's own) + a linear head is trained on the
 train split's frames with speech to predict the mouth's shape of each frame from its centred mel window alone:
 inner-lip gap, outer-lip gap and mouth width in % of the face height, centred per clip (the speaker's own
 mean removed: what the speech can tell) and divided by ``MOUTH_STD_PCT``. It is then scored on the dev split
@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avfr.codec.audio_encoder import MOUTH_STD_PCT, AudioEncoderConfig, MelTrunk
-from avfr.codec.cache import load_clips
-from avfr.codec.quality import mouth_shape
+from avfr.codec.data import load_clips, mouth_shape
+from avfr.codec.nets import MOUTH_STD_PCT, AudioEncoderConfig, MelTrunk
 
 
 def mouth_windows(data: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,10 +42,10 @@ def _cpu_s() -> float:
 
 
 def run_mode(args: argparse.Namespace, causal: bool, loss: bool) -> dict:
-    from avfr.cli.call import loopback_call
+    from avfr.benchmarks.loopback import loopback_call
+    from avfr.codec.runtime import decode_source_image
     from avfr.receiver import DecoderConfig
     from avfr.sender import EncoderConfig
-    from avfr.sender.source import decode_source_image
     from avfr.sender.track import FileSource, Impairment
 
     video = args.data / "clips" / f"{args.clip}.mp4"

@@ -93,10 +93,15 @@ def main() -> int:
 
     import torch
 
-    from avfr.codec.cache import discover_clips, find_entries, prepare
-    from avfr.codec.dataset import TalkingHeadDataset
-    from avfr.codec.priors import PriorExtractor, render_mesh
-    from avfr.codec.video import VideoReader
+    from avfr.codec.data import (
+        PriorExtractor,
+        TalkingHeadDataset,
+        VideoReader,
+        discover_clips,
+        find_entries,
+        prepare,
+        render_mesh,
+    )
 
     base = _base()
     sources = [s for s in discover_clips(args.data) if s.clip_id == args.clip]

@@ -24,11 +24,9 @@ import onnxruntime as ort
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from avfr.codec.discriminator import MultiScaleDiscriminator
-from avfr.codec.export import example_inputs, export_model
-from avfr.codec.losses import DiscriminatorLoss, GeneratorLoss, LossWeights
-from avfr.codec.model import CONFIGS, AvfrModel
-from avfr.codec.runtime import SOURCE_OUTPUTS, make_session
+from avfr.codec.nets import CONFIGS, AvfrModel, MultiScaleDiscriminator
+from avfr.codec.runtime import SOURCE_OUTPUTS, example_inputs, export_model, make_session
+from avfr.codec.train import DiscriminatorLoss, GeneratorLoss, LossWeights
 
 
 def _cpu_name() -> str:

@@ -82,15 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import onnxruntime
 
-    from avfr.codec.audio import mel_window
-    from avfr.codec.cache import default_cache_dir, load_clips
-    from avfr.codec.priors import PriorExtractor, five_channel
-    from avfr.codec.quality import landmark_distance, lip_indices
-    from avfr.codec.runtime import ReceiverModel, SenderModel
+    from avfr.benchmarks.quality import landmark_distance, lip_indices
+    from avfr.codec.data import PriorExtractor, default_cache_dir, five_channel, load_clips, mel_window
+    from avfr.codec.runtime import ReceiverModel, SenderModel, load_call_model, source_input
     from avfr.proto import KeypointDecoder, KeypointEncoder, QuantParams, Session, encode_keypoints
     from avfr.sender.encoder import KeypointRateController
-    from avfr.sender.model import load_call_model
-    from avfr.sender.source import source_input
 
     if not args.data.exists():
         print(f"{args.data} not found", file=sys.stderr)

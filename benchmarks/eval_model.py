@@ -12,7 +12,7 @@ measured by ``benchmarks/bench_quant.py``) and the mel window of the Opus round 
   frame i's mel, and ``held_silent`` the same with a silent mel: their mouth-LMD gap is what the speech
   alone tells the mouth.
 
-Metrics: L1, PSNR, SSIM (``avfr.codec.metrics.pixel_metrics``), LMD (mean distance of the 478 mediapipe
+Metrics: L1, PSNR, SSIM (``avfr.codec.train.metrics.pixel_metrics``), LMD (mean distance of the 478 mediapipe
 landmarks, px at 256) and mouth LMD (the 40 lip landmarks of ``FACEMESH_LIPS``), against the driving frame's
 landmarks; and two pose-free mouth measures: lip shape (the lip landmarks' distance after removing each
 frame's lip centroid, px) and mouth-opening error (|inner-lip gap / face height| difference, % of face
@@ -33,13 +33,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avfr.codec.audio import clip_log_mel, mel_window, opus_roundtrip
-from avfr.codec.cache import ClipArrays, load_clips
-from avfr.codec.metrics import pixel_metrics
-from avfr.codec.priors import PriorExtractor, five_channel
-from avfr.codec.quality import landmark_distance, lip_indices, mouth_opening
-from avfr.codec.runtime import ReceiverModel, SenderModel, load_manifest
-from avfr.codec.weights import shipped_manifest
+from avfr.benchmarks.quality import landmark_distance, lip_indices
+from avfr.codec.data import (
+    ClipArrays,
+    PriorExtractor,
+    clip_log_mel,
+    five_channel,
+    load_clips,
+    mel_window,
+    mouth_opening,
+    opus_roundtrip,
+)
+from avfr.codec.runtime import ReceiverModel, SenderModel, load_manifest, shipped_manifest
+from avfr.codec.train import pixel_metrics
 
 
 def evaluate_clip(clip: ClipArrays, sender: SenderModel, receiver: ReceiverModel, extractor: PriorExtractor,

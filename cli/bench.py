@@ -71,7 +71,7 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
     import subprocess
 
-    from avfr.codec.quality import ffmpeg_exe, identity_backend
+    from avfr.benchmarks import ffmpeg_exe, identity_backend
 
     out = {}
     for pkg in ("avfr-codec", "onnxruntime", "mediapipe", "torch", "torchmetrics", "numpy", "imageio-ffmpeg",
@@ -90,11 +90,11 @@ def _bench(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from avfr.benchmarks import anchor_specs, missing_encoders
+    from avfr.benchmarks import rate_quality as bench
+    from avfr.benchmarks import report as bench_report
     from avfr.cli import CliError
-    from avfr.cli import rate_quality as bench
-    from avfr.codec import bench_report
-    from avfr.codec.anchors import anchor_specs, missing_encoders
-    from avfr.codec.cache import default_cache_dir, load_clips
+    from avfr.codec.data import default_cache_dir, load_clips
 
     try:
         rates = tuple(float(r) for r in args.bitrate.split(",") if r.strip())
@@ -109,8 +109,8 @@ def _bench(args: argparse.Namespace) -> int:
     codecs = _parse_codecs(args.codecs)
     model, manifest = "", None
     if "avfr" in codecs:  # the model's manifest (it names every graph's SHA-256) keys the resume files
-        from avfr.codec.model import file_sha256
-        from avfr.codec.weights import shipped_manifest
+        from avfr.codec.nets import file_sha256
+        from avfr.codec.runtime import shipped_manifest
 
         manifest = args.model if args.model is not None else shipped_manifest()
         if not manifest.is_file():

@@ -14,11 +14,11 @@ import argparse
 import asyncio
 import logging
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from avfr.benchmarks import CallRefusedError, loopback_call, stats_line, stats_loop
 
 logger = logging.getLogger(__name__)
 
@@ -75,40 +75,10 @@ def _receiver_args(p: argparse.ArgumentParser) -> None:
 # --- the call as a library function (tests and benchmarks use it) ------------------------------------
 
 
-@dataclass
-class CallResult:
-    """What a loopback call produced.
-
-    Attributes:
-        frames: received frames in order (empty unless keep_frames).
-        encoder: the sender's Encoder stats; decoder: the receiver's Decoder stats; link: SenderLinkStats.
-        messages: every (channel, bytes) the receiver got, in arrival order (when record_messages).
-        frame_times: frame index -> perf_counter when it came out of the generator.
-        arrival_s: frame index -> perf_counter when its keypoint packet arrived (DecoderConfig.timing).
-        candidates: the ICE candidate lines of both session descriptions (all on 127.0.0.1).
-        replica: (frame index, RGB) of the sender's last drift-check picture (what it expects the far end
-            to show for that frame).
-        wall_s: call duration from the channels opening to the last frame.
-        setup_s: time to connect (offer/answer, ICE, DTLS, SCTP).
-    """
-
-    frames: list = field(default_factory=list)
-    encoder: object = None
-    decoder: object = None
-    link: object = None
-    messages: list = field(default_factory=list)
-    frame_times: dict = field(default_factory=dict)
-    arrival_s: dict = field(default_factory=dict)
-    candidates: list = field(default_factory=list)
-    replica: tuple | None = None
-    wall_s: float = 0.0
-    setup_s: float = 0.0
-
-
 def _load_source(path: Path | None) -> np.ndarray | None:
     if path is None:
         return None
-    from avfr.sender.source import decode_source_image
+    from avfr.codec.runtime import decode_source_image
 
     if not path.exists():
         raise FileNotFoundError(f"source image not found: {path}")
@@ -128,122 +98,6 @@ def _open_source(args: argparse.Namespace):
         from avfr.cli import CliError
 
         raise CliError(str(exc)) from exc
-
-
-async def loopback_call(frames_source, source_rgb: np.ndarray | None = None, *, encoder_config=None,
-                        decoder_config=None, impairment=None, realtime: bool = False,
-                        keep_frames: bool = True, record_messages: bool = False, on_frame=None,
-                        stats_every_s: float = 0.0, timeout_s: float | None = None,
-                        receiver_model=None) -> CallResult:
-    """Run both peers in this process over loopback WebRTC.
-
-    Args:
-        frames_source: iterable of avfr.sender.track.CapturedFrame (e.g. FileSource).
-        source_rgb: uint8 (256, 256, 3) source image (None: the first frame).
-        encoder_config, decoder_config: EncoderConfig / DecoderConfig (defaults when None).
-        impairment: avfr.sender.track.Impairment for the media channel.
-        realtime: pace the sender at 25 fps and play out on the wall clock (else arrival-order decisions).
-        keep_frames: keep every ReceivedFrame in the result.
-        record_messages: keep every received message (for offline replays).
-        on_frame: callback(ReceivedFrame) on the event loop (mp4 writer, window, ...).
-        stats_every_s: print a live stats line to stderr this often (0: never).
-        timeout_s: give up after this long.
-        receiver_model: the receiver's CallModel (default: the same shipped model as the sender).
-
-    Returns:
-        CallResult.
-
-    Raises:
-        CallRefusedError: the receiver refused the Hello.
-        TimeoutError: not done within timeout_s.
-    """
-    from avfr.receiver import Decoder, DecoderConfig
-    from avfr.receiver.track import ReceivingPeer
-    from avfr.sender import Encoder, EncoderConfig
-    from avfr.sender.model import load_call_model
-    from avfr.sender.peer import LOOPBACK, connect_in_process, create_channels, host_candidates, new_peer_connection
-    from avfr.sender.track import SendingPeer
-
-    model = load_call_model()
-    encoder = Encoder(encoder_config or EncoderConfig(), model)
-    dconf = decoder_config or DecoderConfig(realtime=realtime)
-    decoder = Decoder(dconf, receiver_model or model)
-    result = CallResult()
-    with host_candidates([LOOPBACK]):
-        pc_send, pc_recv = new_peer_connection(), new_peer_connection()
-        control, media = create_channels(pc_send)
-        receiving = ReceivingPeer(decoder, pc_recv, record_messages=record_messages)
-        if keep_frames:
-            receiving.frames_out.append(result.frames.append)
-        if on_frame is not None:
-            receiving.frames_out.append(on_frame)
-        sending = SendingPeer(encoder, control, media, impairment)
-        t0 = time.perf_counter()
-        stats_task = None
-        try:
-            await connect_in_process(pc_send, pc_recv)
-            result.setup_s = time.perf_counter() - t0
-            result.candidates = [line for pc in (pc_send, pc_recv) for line in pc.localDescription.sdp.splitlines()
-                                 if line.startswith("a=candidate")]
-            if stats_every_s > 0:
-                stats_task = asyncio.get_running_loop().create_task(
-                    _stats_loop(stats_every_s, encoder, decoder, sending, receiving))
-            t1 = time.perf_counter()
-            await asyncio.wait_for(_run_both(sending, receiving, frames_source, source_rgb, realtime), timeout_s)
-            result.wall_s = time.perf_counter() - t1
-        finally:
-            if stats_task is not None:
-                stats_task.cancel()
-            sending.close()
-            receiving.close()
-            await pc_send.close()
-            await pc_recv.close()
-    result.encoder, result.decoder, result.link = encoder.stats, decoder.stats, sending.stats
-    result.messages = receiving.messages
-    result.frame_times = receiving.frame_times
-    result.arrival_s = decoder.arrival_s
-    result.replica = encoder.last_replica
-    return result
-
-
-class CallRefusedError(RuntimeError):
-    """The receiving peer refused the sender's Hello (unknown model, other weights, parameters)."""
-
-
-async def _run_both(sending, receiving, frames_source, source_rgb, realtime: bool) -> None:
-    await sending.run(frames_source, source_rgb, realtime=realtime)
-    if sending.encoder.stopped:
-        raise CallRefusedError(f"the receiver refused the call: {sending.encoder.stats.refused}")
-    await receiving.wait()
-
-
-def stats_line(encoder_stats, decoder_stats, link, frame_times: dict, elapsed_s: float) -> str:
-    """One human-readable line: output fps, kbit/s per stream (per second of media), latency of the newest
-    frame (capture -> out), drops, concealed frames and source refreshes."""
-    frames = decoder_stats.frames_out
-    fps = frames / elapsed_s if elapsed_s > 0 else 0.0
-    media_s = max(decoder_stats.frames_decided / 25.0, 1e-9)  # kbit/s of media time (also when not realtime)
-    kp_kbps = 8 * decoder_stats.keypoint_bytes / media_s / 1000
-    audio_kbps = 8 * decoder_stats.audio_bytes / media_s / 1000
-    latency = ""
-    if link is not None and frame_times:
-        last = max(frame_times)
-        if last in link.capture_s:
-            latency = f" | latency {1000 * (frame_times[last] - link.capture_s[last]):.0f} ms"
-    refreshes = encoder_stats.refreshes if encoder_stats is not None else 0
-    return (f"fps {fps:5.1f} | keypoints {kp_kbps:4.2f} kbit/s | audio {audio_kbps:5.2f} kbit/s{latency} | "
-            f"lost {decoder_stats.lost} late {decoder_stats.dropped_late} malformed "
-            f"{decoder_stats.dropped_malformed} concealed {decoder_stats.concealed} skipped "
-            f"{decoder_stats.render_skipped} | delay {decoder_stats.delay_ms:.0f} ms | refreshes {refreshes}")
-
-
-async def _stats_loop(every_s: float, encoder, decoder, sending, receiving) -> None:
-    t0 = time.perf_counter()
-    while True:
-        await asyncio.sleep(every_s)
-        line = stats_line(encoder.stats if encoder else None, decoder.stats,
-                          sending.stats if sending else None, receiving.frame_times, time.perf_counter() - t0)
-        print("\r" + line, end="", file=sys.stderr, flush=True)
 
 
 def _outputs(args: argparse.Namespace):
@@ -391,7 +245,7 @@ async def _receive_async(host: str, port: int, args: argparse.Namespace, on_fram
             await serve_signaling(pc, host, port, args.timeout_s)
             if not args.quiet:
                 stats_task = asyncio.get_running_loop().create_task(
-                    _stats_loop(1.0, None, decoder, None, receiving))
+                    stats_loop(1.0, None, decoder, None, receiving))
             await receiving.wait()
             if decoder.refused:
                 from avfr.cli import CliError

@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bundle = commands.add_parser(
         "bundle",
         help="pack the prepared clips small for a GPU training box (avfr-codec train --arrays)",
-        description="Write a training bundle (avfr.codec.bundle): re-encoded RGB and mask videos, "
+        description="Write a training bundle (avfr.codec.data.bundle): re-encoded RGB and mask videos, "
         "quantised landmarks and the clean + Opus round-trip log-mels, for a box without mediapipe, "
         "PyAV or libopus.",
     )
@@ -75,7 +75,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from avfr.codec.cache import default_cache_dir, prepare
+    from avfr.codec.data import default_cache_dir, prepare
 
     cache_dir = args.cache or default_cache_dir()
     summary = prepare(args.dir, cache_dir, split=args.split, verify=args.verify, force=args.force,
@@ -98,8 +98,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from avfr.codec.cache import cached_entries, default_cache_dir, prepare
-    from avfr.codec.report import format_report
+    from avfr.codec.data import cached_entries, default_cache_dir, format_report, prepare
 
     cache_dir = args.cache or default_cache_dir()
     if args.no_prepare:
@@ -113,8 +112,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from avfr.codec.bundle import write_bundle
-    from avfr.codec.cache import load_clips
+    from avfr.codec.data import load_clips, write_bundle
 
     clips = load_clips(args.dir, args.cache)
     size = write_bundle(clips, args.out, crf=args.crf, mask_crf=args.mask_crf)

@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from avfr.cli import CliError
-    from avfr.codec.export import export_model
-    from avfr.codec.model import load_weights, save_weights
+    from avfr.codec.nets import load_weights, save_weights
+    from avfr.codec.runtime import export_model
     from avfr.codec.train import load_checkpoint, model_from_checkpoint
 
     if not args.checkpoint.is_file():

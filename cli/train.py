@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--data", metavar="DIR", type=Path,
                      help="data folder with manifest.json (clips are prepared into the cache when missing)")
     src.add_argument("--arrays", metavar="DIR", type=Path,
-                     help="a training bundle (avfr.codec.bundle) instead of --data, for a box without "
+                     help="a training bundle (avfr.codec.data.bundle) instead of --data, for a box without "
                      "mediapipe or PyAV")
     p.add_argument("--clips", metavar="ID,ID", default=None,
                    help="with --data: only these clips (comma-separated ids), e.g. for a quick check")
@@ -87,12 +87,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _load_data(args: argparse.Namespace) -> tuple[list, list, dict | None, tuple[int, ...] | None]:
     """(train clips, dev clips, Opus mels or None, their bitrates or None)."""
     if args.arrays is not None:
-        from avfr.codec.bundle import load_bundle
+        from avfr.codec.data import load_bundle
 
         train_clips, dev_clips, variants = load_bundle(args.arrays)
         meta = json.loads((args.arrays / "bundle.json").read_text())
         return train_clips, dev_clips, variants, tuple(int(b) for b in meta["opus_bitrates_bps"])
-    from avfr.codec.cache import discover_clips, load_clips, open_clip, prepare
+    from avfr.codec.data import discover_clips, load_clips, open_clip, prepare
 
     if args.clips:
         wanted = {c.strip() for c in args.clips.split(",") if c.strip()}
@@ -111,8 +111,7 @@ def _load_data(args: argparse.Namespace) -> tuple[list, list, dict | None, tuple
 
 def _train(args: argparse.Namespace) -> int:
     from avfr.cli import CliError
-    from avfr.codec.train import LAST_CKPT, TrainConfig, train
-    from avfr.codec.trainset import OPUS_BITRATES_BPS
+    from avfr.codec.train import LAST_CKPT, OPUS_BITRATES_BPS, TrainConfig, train
 
     overrides = {
         "config": args.config, "batch_size": args.batch, "steps": args.steps, "lr": args.lr,

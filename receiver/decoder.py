@@ -38,12 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from avfr.codec.audio import (
-    SAMPLE_RATE,
-    SAMPLES_PER_FRAME,
-    log_mel_window,
-    window_bounds,
-)
+from avfr.codec.data import SAMPLE_RATE, SAMPLES_PER_FRAME, log_mel_window, window_bounds
+from avfr.codec.runtime import OPUS_FRAME_SAMPLES, CallModel, OpusDecoder, decode_source_image, load_call_model
 from avfr.proto import (
     CONTROL_CHANNEL_LABEL,
     Capabilities,
@@ -71,9 +67,6 @@ from avfr.proto import (
     validate_hello,
 )
 from avfr.proto.framing import MessageType
-from avfr.receiver.opus import OPUS_FRAME_SAMPLES, OpusDecoder
-from avfr.sender.model import CallModel, load_call_model
-from avfr.sender.source import decode_source_image
 
 __all__ = ["DecoderConfig", "DecoderStats", "SourceJob", "FrameJob", "ReceivedFrame", "Decoder"]
 
@@ -582,10 +575,10 @@ class Decoder:
             raise RuntimeError("this Decoder was built with render=False")
         if isinstance(job, SourceJob):
             if self._extractor is None:
-                from avfr.codec.priors import PriorExtractor
+                from avfr.codec.data import PriorExtractor
 
                 self._extractor = PriorExtractor()
-            from avfr.sender.source import source_input
+            from avfr.codec.runtime import source_input
 
             source5, _ = source_input(job.rgb, self._extractor)
             self._generator.set_source(source5)

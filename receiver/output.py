@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avfr.codec.audio import SAMPLE_RATE
+from avfr.codec.data import SAMPLE_RATE
 from avfr.receiver.decoder import ReceivedFrame
 
 __all__ = ["Mp4Writer", "Window"]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from avfr.codec.audio import SAMPLE_RATE
+from avfr.codec.data import SAMPLE_RATE
 from avfr.proto import CONTROL_CHANNEL_LABEL
 from avfr.receiver.decoder import Decoder, FrameJob, ReceivedFrame
 

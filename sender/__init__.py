@@ -4,7 +4,7 @@
 live in `avfr.sender.peer` (connection set-up, signaling) and `avfr.sender.track` (the sending peer).
 """
 
+from avfr.codec.runtime import CallModel, load_call_model
 from avfr.sender.encoder import Encoder, EncoderConfig, EncoderStats, OutMessage
-from avfr.sender.model import CallModel, load_call_model
 
 __all__ = ["Encoder", "EncoderConfig", "EncoderStats", "OutMessage", "CallModel", "load_call_model"]

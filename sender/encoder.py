@@ -36,9 +36,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from avfr.codec.audio import SAMPLES_PER_FRAME, log_mel_window, pcm_window
-from avfr.codec.priors import five_channel
-from avfr.codec.runtime import ReceiverModel, SenderModel
+from avfr.codec.data import SAMPLES_PER_FRAME, five_channel, log_mel_window, pcm_window
+from avfr.codec.runtime import (
+    OPUS_FRAME_SAMPLES,
+    SOURCE_FORMAT,
+    CallModel,
+    OpusDecoder,
+    OpusEncoder,
+    ReceiverModel,
+    SenderModel,
+    decode_source_image,
+    encode_source_image,
+    load_call_model,
+    source_input,
+)
 from avfr.proto import (
     CONTROL_CHANNEL_LABEL,
     MEDIA_CHANNEL_LABEL,
@@ -63,9 +74,6 @@ from avfr.proto import (
     quantise_keypoints,
     split_source_image,
 )
-from avfr.sender.model import CallModel, load_call_model
-from avfr.sender.opus import OPUS_FRAME_SAMPLES, OpusDecoder, OpusEncoder
-from avfr.sender.source import SOURCE_FORMAT, decode_source_image, encode_source_image, source_input
 
 __all__ = ["EncoderConfig", "EncoderStats", "OutMessage", "Encoder", "KeypointRateController", "RATE_LEVELS",
            "psnr_db"]
@@ -272,7 +280,7 @@ class Encoder:
         if cfg.drift_check_interval_frames > 0:
             self._replica = ReceiverModel.from_manifest(man, threads=cfg.threads)
         if extractor is None:
-            from avfr.codec.priors import PriorExtractor
+            from avfr.codec.data import PriorExtractor
 
             extractor = PriorExtractor()
         self.extractor = extractor

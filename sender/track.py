@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avfr.codec.audio import SAMPLE_RATE, SAMPLES_PER_FRAME
+from avfr.codec.data import SAMPLE_RATE, SAMPLES_PER_FRAME
 from avfr.proto import CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL
 from avfr.sender.encoder import Encoder, OutMessage
 
@@ -58,8 +58,7 @@ class FileSource:
     """
 
     def __init__(self, video: str | Path, audio: str | Path | None = None, max_frames: int | None = None) -> None:
-        from avfr.codec.audio import decode_audio
-        from avfr.codec.video import VideoReader
+        from avfr.codec.data import VideoReader, decode_audio
 
         self.video = Path(video)
         self.reader = VideoReader(self.video)
@@ -127,7 +126,7 @@ class CameraSource:
         self._pcm = np.zeros(0, np.float32)
 
     def __iter__(self) -> Iterator[CapturedFrame]:
-        from avfr.codec.video import crop_and_resize, square_crop_box
+        from avfr.codec.data import crop_and_resize, square_crop_box
 
         t0 = time.perf_counter()
         index = 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from avfr.benchmarks import identity_backend
 from avfr.cli import main
-from avfr.codec.quality import identity_backend
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPEECH = "grid_lwbsza"  # 3 s, speech

@@ -1,4 +1,4 @@
-"""The bench's shared sender work (avfr.cli.rate_quality.SenderMemo) gives the call's exact packets and frames."""
+"""The bench's shared sender work (rate_quality.SenderMemo) gives the call's exact packets and frames."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ FRAMES = 5
 def test_sender_memo_is_bit_exact() -> None:
     if not CLIP.exists():
         pytest.skip(f"../shared/data not found: {CLIP}")
-    from avfr.cli.rate_quality import AVFR_POINTS, AvfrModels, SenderMemo, avfr_path
-    from avfr.codec.cache import default_cache_dir, load_clips
+    from avfr.benchmarks import AVFR_POINTS, AvfrModels, SenderMemo, avfr_path
+    from avfr.codec.data import default_cache_dir, load_clips
 
     (clip,) = load_clips(CLIP, default_cache_dir())
     frames = np.ascontiguousarray(clip.frames[:FRAMES])
@@ -42,8 +42,8 @@ def test_sender_memo_is_bit_exact() -> None:
 def test_dropped_keypoint_messages_are_held_and_still_counted() -> None:
     if not CLIP.exists():
         pytest.skip(f"../shared/data not found: {CLIP}")
-    from avfr.cli.rate_quality import AVFR_POINTS, AvfrModels, avfr_path
-    from avfr.codec.cache import default_cache_dir, load_clips
+    from avfr.benchmarks import AVFR_POINTS, AvfrModels, avfr_path
+    from avfr.codec.data import default_cache_dir, load_clips
 
     (clip,) = load_clips(CLIP, default_cache_dir())
     n = 12

@@ -1,4 +1,4 @@
-"""``avfr-codec bench`` resumes per part (avfr.cli.rate_quality.run_clip): a new avfr model or operating point
+"""``avfr-codec bench`` resumes per part (avfr.benchmarks.rate_quality.run_clip): a new avfr model or operating point
 re-runs only the avfr rows, the still and anchor rows come back from the earlier run, and the assembled clip
 equals a fresh run's (timings aside)."""
 
@@ -27,10 +27,9 @@ def _untimed(result: dict) -> dict:
 def test_bench_resumes_per_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not CLIP.exists():
         pytest.skip(f"../shared/data not found: {CLIP}")
-    from avfr.cli import rate_quality as rq
-    from avfr.codec import anchors
-    from avfr.codec.cache import default_cache_dir, load_clips
-    from avfr.codec.quality import ffmpeg_exe
+    from avfr.benchmarks import anchors, ffmpeg_exe
+    from avfr.benchmarks import rate_quality as rq
+    from avfr.codec.data import default_cache_dir, load_clips
 
     if anchors.missing_encoders([anchors.anchor_specs()["av1"]], ffmpeg_exe()):
         pytest.skip("the imageio-ffmpeg binary has no libsvtav1")

@@ -17,8 +17,8 @@ NUM_FRAMES = 125
 
 @pytest.fixture(scope="module")
 def impaired_call():
-    from avfr.cli.call import loopback_call
-    from avfr.sender.source import decode_source_image
+    from avfr.benchmarks import loopback_call
+    from avfr.codec.runtime import decode_source_image
     from avfr.sender.track import FileSource, Impairment
 
     video, wav, still = DATA / "clips" / f"{CLIP}.mp4", DATA / "clips" / f"{CLIP}.wav", DATA / "stills" / f"{CLIP}.png"

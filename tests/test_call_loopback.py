@@ -27,9 +27,9 @@ def _clip_paths() -> tuple[Path, Path, Path]:
 
 @pytest.fixture(scope="module")
 def clean_call():
-    from avfr.cli.call import loopback_call
-    from avfr.codec.audio import decode_audio
-    from avfr.sender.source import decode_source_image
+    from avfr.benchmarks import loopback_call
+    from avfr.codec.data import decode_audio
+    from avfr.codec.runtime import decode_source_image
     from avfr.sender.track import FileSource
 
     video, wav, still = _clip_paths()
@@ -101,7 +101,7 @@ def test_sender_knows_what_the_far_end_shows(clean_call):
 
 
 def test_received_frames_look_like_the_clip(clean_call):
-    from avfr.codec.video import VideoReader
+    from avfr.codec.data import VideoReader
     from avfr.sender.encoder import psnr_db
 
     result, _ = clean_call

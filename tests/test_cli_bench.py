@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from avfr.benchmarks import identity_backend
 from avfr.cli import main
-from avfr.codec.quality import identity_backend
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "clips" / "grid_lwbsza.mp4"
@@ -19,8 +19,7 @@ FRAMES = 12
 def test_bench_end_to_end(tmp_path: Path) -> None:
     if not CLIP.exists():
         pytest.skip(f"../shared/data not found: {CLIP}")
-    from avfr.codec.anchors import anchor_specs, missing_encoders
-    from avfr.codec.quality import ffmpeg_exe
+    from avfr.benchmarks import anchor_specs, ffmpeg_exe, missing_encoders
 
     if missing_encoders([anchor_specs()["vvc"]], ffmpeg_exe()):
         pytest.skip("the imageio-ffmpeg binary has no libvvenc")

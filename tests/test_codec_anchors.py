@@ -1,4 +1,4 @@
-"""Anchor codecs (avfr.codec.anchors): the rate search on a model encoder, and a real FFmpeg round trip."""
+"""Anchor codecs (avfr.benchmarks.anchors): the rate search on a model encoder, and a real FFmpeg round trip."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from avfr.codec import anchors, quality
+from avfr.benchmarks import anchors, quality
 
 
 def _fake_probe(floor_kbps: float, qp_max: int, calls: list[int]):

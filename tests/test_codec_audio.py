@@ -1,4 +1,4 @@
-"""avfr.codec.audio: window timing (click track), global-grid mel == per-window mel, decoding, Opus."""
+"""avfr.codec.data.audio: window timing (click track), global-grid mel == per-window mel, decoding, Opus."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from codec_data_helpers import SHORT_CLIP, read_wav, require_shared_data
 
-from avfr.codec import audio
-from avfr.codec.audio import (
+from avfr.codec.data import (
     LOG_FLOOR,
     SAMPLES_PER_FRAME,
+    audio,
     clip_log_mel,
     log_mel_window,
     mel_filterbank,

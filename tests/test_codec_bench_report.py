@@ -1,4 +1,4 @@
-"""Benchmark report maths (avfr.codec.bench_report): BD-rate and per-codec means."""
+"""Benchmark report maths (avfr.benchmarks.report): BD-rate and per-codec means."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from avfr.codec import bench_report
+from avfr.benchmarks import report as bench_report
 
 
 def test_bd_rate_of_a_curve_needing_half_the_bits() -> None:

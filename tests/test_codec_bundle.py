@@ -1,4 +1,4 @@
-"""avfr.codec.bundle: a packed training bundle rebuilds the clips it was made from."""
+"""avfr.codec.data.bundle: a packed training bundle rebuilds the clips it was made from."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from codec_data_helpers import make_dataset, short_clip
 
-from avfr.codec.audio import clip_log_mel, opus_roundtrip
-from avfr.codec.bundle import load_bundle, write_bundle
-from avfr.codec.cache import load_clips
+from avfr.codec.data import clip_log_mel, load_bundle, load_clips, opus_roundtrip, write_bundle
 
 FRAMES = 30
 

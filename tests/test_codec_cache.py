@@ -1,4 +1,4 @@
-"""avfr.codec.cache: round trip, bad inputs flagged, incremental re-runs, corrupt entries rebuilt."""
+"""avfr.codec.data.cache: round trip, bad inputs flagged, incremental re-runs, corrupt entries rebuilt."""
 
 from __future__ import annotations
 
@@ -20,18 +20,18 @@ from codec_data_helpers import (
     write_wav,
 )
 
-from avfr.codec.audio import clip_log_mel
-from avfr.codec.cache import (
+from avfr.codec.data import (
     PIPELINE_VERSION,
     ClipArrays,
     check_entry,
+    clip_log_mel,
     default_cache_dir,
     discover_clips,
     find_entries,
     load_clips,
     prepare,
+    render_mesh,
 )
-from avfr.codec.priors import render_mesh
 
 GOOD_FRAMES = 20
 

@@ -1,4 +1,4 @@
-"""avfr.codec.dataset: sample shapes, same-clip pairs, mel of the driving frame, workers, determinism."""
+"""avfr.codec.data.dataset: sample shapes, same-clip pairs, mel of the driving frame, workers, determinism."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import pytest
 import torch
 from codec_data_helpers import make_dataset, short_clip
 
-from avfr.codec.audio import mel_window
-from avfr.codec.cache import load_clips, prepare
-from avfr.codec.dataset import TalkingHeadDataset
-from avfr.codec.priors import five_channel
+from avfr.codec.data import TalkingHeadDataset, five_channel, load_clips, mel_window, prepare
 
 
 @pytest.fixture(scope="module")

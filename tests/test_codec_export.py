@@ -1,4 +1,4 @@
-"""Tests for avfr.codec.export and avfr.codec.runtime: ONNX parity of the three graphs, runtime round trip."""
+"""Tests for avfr.codec.runtime (export, sessions): ONNX parity of the three graphs, runtime round trip."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from avfr.codec import runtime
-from avfr.codec.export import SOURCE_OUTPUTS, ExportedModel, example_inputs, export_model
-from avfr.codec.model import CONFIGS, AvfrModel
+from avfr.codec.nets import CONFIGS, AvfrModel
+from avfr.codec.runtime import SOURCE_OUTPUTS, ExportedModel, example_inputs, export_model
+from avfr.codec.runtime import sessions as runtime
 
 ATOL = 1e-3
 

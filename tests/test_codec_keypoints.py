@@ -1,4 +1,4 @@
-"""Tests for avfr.codec.keypoints (pure keypoint math)."""
+"""Tests for avfr.codec.nets.keypoints (pure keypoint math)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avfr.codec import runtime
-from avfr.codec.keypoints import (
+from avfr.codec.nets import (
     affine_jacobian,
     affine_points,
     affine_warp_image,
@@ -20,6 +19,7 @@ from avfr.codec.keypoints import (
     resize_flow,
     warp,
 )
+from avfr.codec.runtime import sessions as runtime
 
 
 def test_inverse_2x2_matches_numpy() -> None:

@@ -1,4 +1,4 @@
-"""Tests for avfr.codec.model / losses / discriminator: shapes, training steps, ablations, weight files."""
+"""Tests for avfr.codec.nets.model / losses / discriminator: shapes, training steps, ablations, weight files."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from avfr.codec.discriminator import MultiScaleDiscriminator
-from avfr.codec.losses import DiscriminatorLoss, GeneratorLoss, LossWeights, multiscale_ssim_loss, ssim
-from avfr.codec.model import CONFIGS, AvfrConfig, AvfrModel, file_sha256, load_weights, save_weights
+from avfr.codec.nets import (
+    CONFIGS,
+    AvfrConfig,
+    AvfrModel,
+    MultiScaleDiscriminator,
+    file_sha256,
+    load_weights,
+    save_weights,
+)
+from avfr.codec.train import DiscriminatorLoss, GeneratorLoss, LossWeights, multiscale_ssim_loss, ssim
 
 
 def _inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -165,7 +172,7 @@ def test_ssim_identical_and_different() -> None:
 
 
 def test_box_mask_and_masked_l1() -> None:
-    from avfr.codec.losses import box_mask, masked_l1
+    from avfr.codec.train import box_mask, masked_l1
 
     mask = box_mask(torch.tensor([[-1.0, -1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]), 8, 8)
     assert mask.shape == (2, 1, 8, 8)
@@ -192,7 +199,7 @@ def test_mouth_term_only_with_boxes() -> None:
 def test_wire_noise_matches_the_call_quantiser() -> None:
     import numpy as np
 
-    from avfr.codec.losses import WireNoise
+    from avfr.codec.train import WireNoise
     from avfr.proto.quant import QuantParams, dequantise, quantise
 
     params = QuantParams(kp_bits=7, jac_bits=6, jac_abs_max=4.0)  # the call's defaults

@@ -1,4 +1,4 @@
-"""avfr.codec.priors: mesh drawing, mesh + mask on real faces, two faces, no face, import hygiene."""
+"""avfr.codec.data.priors: mesh drawing, mesh + mask on real faces, two faces, no face, import hygiene."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from codec_data_helpers import SHORT_CLIP, read_frames, require_shared_data
 
-from avfr.codec.priors import NUM_LANDMARKS, PriorExtractor, five_channel, mesh_edges, render_mesh
+from avfr.codec.data import NUM_LANDMARKS, PriorExtractor, five_channel, mesh_edges, render_mesh
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,12 @@ def test_priors_module_imports_only_numpy_and_cv2() -> None:
     code = (
         "import sys\n"
         "before = set(sys.modules)\n"
-        "import avfr.codec.priors, avfr.codec.audio, avfr.codec.cache, avfr.codec.video\n"
-        "from avfr.codec.cache import ClipArrays\n"
+        "import avfr.codec.data.priors, avfr.codec.data.audio, avfr.codec.data.cache, avfr.codec.data.video\n"
+        "from avfr.codec.data.cache import ClipArrays\n"
         "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
         "bad = new & {'av', 'mediapipe', 'torch', 'tqdm'}\n"
         "assert not bad, bad\n"
-        "import avfr.codec.priors as p\n"
+        "import avfr.codec.data.priors as p\n"
         "mods = [v for v in vars(p).values() if type(v) is type(sys)]\n"
         "third = {v.__name__.split('.')[0] for v in mods}\n"
         "assert third <= {'cv2', 'np', 'numpy', 'base64', 'functools', 'logging', 'zlib'}, third\n"

@@ -1,4 +1,4 @@
-"""Metric code of the benchmark (avfr.codec.quality): identities, known orderings, synthetic landmarks."""
+"""Metric code of the benchmark (avfr.benchmarks.quality): identities, known orderings, synthetic landmarks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from avfr.codec import quality
+from avfr.benchmarks import quality
+from avfr.codec.data import mouth
 
 RNG = np.random.default_rng(7)
 
@@ -99,10 +100,10 @@ def test_vmaf_identical_and_ordered() -> None:
 def _face(t: int) -> np.ndarray:
     """Synthetic (t, 478, 2) landmarks: a fixed cloud with a 100 px tall face (10 -> 152)."""
     base = RNG.uniform(60, 200, (478, 2)).astype(np.float64)
-    base[quality.FACE_TOP] = (128, 60)
-    base[quality.FACE_BOTTOM] = (128, 160)
-    base[quality.MOUTH_UPPER_INNER] = (128, 140)
-    base[quality.MOUTH_LOWER_INNER] = (128, 142)
+    base[mouth.FACE_TOP] = (128, 60)
+    base[mouth.FACE_BOTTOM] = (128, 160)
+    base[mouth.MOUTH_UPPER_INNER] = (128, 140)
+    base[mouth.MOUTH_LOWER_INNER] = (128, 142)
     return np.repeat(base[None], t, 0)
 
 
@@ -115,7 +116,7 @@ def test_landmark_distance_and_miss() -> None:
     lmd, miss = quality.landmark_distance(moved, ref)
     assert lmd == pytest.approx(5.0) and miss == pytest.approx(0.25)
     lips = quality.lip_indices()
-    assert len(lips) == 40 and quality.MOUTH_UPPER_INNER in lips and quality.MOUTH_LOWER_INNER in lips
+    assert len(lips) == 40 and mouth.MOUTH_UPPER_INNER in lips and mouth.MOUTH_LOWER_INNER in lips
     only_lips = ref.copy()
     only_lips[:, lips] += 2.0
     assert quality.landmark_distance(only_lips, ref, lips)[0] == pytest.approx(2 * math.sqrt(2))
@@ -138,7 +139,7 @@ def test_sync_proxy_finds_the_lag() -> None:
     t, lag = 200, 2
     signal = np.convolve(RNG.normal(size=t + 20), np.ones(3) / 3, "same")[:t + 20]
     lm = _face(t)
-    lm[:, quality.MOUTH_LOWER_INNER, 1] = 142 + 5 * (signal[:t] - signal.min())  # lips never cross
+    lm[:, mouth.MOUTH_LOWER_INNER, 1] = 142 + 5 * (signal[:t] - signal.min())  # lips never cross
     # audio follows the mouth by `lag` frames; its dB envelope is linear in the signal
     amp = 0.05 * np.exp(0.5 * np.concatenate([np.zeros(lag), signal[: t - lag]]))
     pcm = (np.repeat(amp, 640) * np.where(np.arange(t * 640) % 2, 1.0, -1.0)).astype(np.float32)
@@ -146,7 +147,7 @@ def test_sync_proxy_finds_the_lag() -> None:
     assert found == lag and corr > 0.9
     silent, _ = quality.sync_proxy(lm, np.zeros(t * 640, np.float32))
     assert math.isnan(silent)
-    assert quality.mouth_opening(lm).shape == (t,)
+    assert mouth.mouth_opening(lm).shape == (t,)
 
 
 def test_identity_backend_reports() -> None:

@@ -9,17 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from avfr.codec.cache import ClipArrays
-from avfr.codec.train import (
-    BEST_CKPT,
-    LAST_CKPT,
-    LOG_CSV,
-    VAL_CSV,
-    TrainConfig,
-    load_checkpoint,
-    lr_factor,
-    train,
-)
+from avfr.codec.data import ClipArrays
+from avfr.codec.train import BEST_CKPT, LAST_CKPT, LOG_CSV, VAL_CSV, TrainConfig, load_checkpoint, lr_factor, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP_IDS = ("grid_lwbsza", "grid_bbaf2n")  # 3 s each: dev and train
@@ -34,7 +25,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def clips(cache_dir: Path) -> list[ClipArrays]:
-    from avfr.codec.cache import discover_clips, open_clip, prepare
+    from avfr.codec.data import discover_clips, open_clip, prepare
 
     sources = [s for s in discover_clips(DATA) if s.clip_id in CLIP_IDS]
     summary = prepare(DATA, cache_dir, sources=sources, progress=False)
@@ -162,8 +153,8 @@ def test_init_from_a_checkpoint_and_mouth_term(clips: list[ClipArrays], tmp_path
 def test_cli_export_writes_hash_named_weights_and_graphs(clips: list[ClipArrays], tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from avfr.cli import main
-    from avfr.codec import runtime
-    from avfr.codec.model import load_weights
+    from avfr.codec.nets import load_weights
+    from avfr.codec.runtime import sessions as runtime
 
     cfg = TrainConfig(batch_size=1, steps=0, num_threads=2, device="cpu")
     train(cfg, _split(clips, "train"), [], tmp_path / "run", progress=False)
@@ -190,7 +181,7 @@ def test_frozen_detector_is_unchanged_by_training(clips: list[ClipArrays], tmp_p
                       hold_max_lag=2, audio_mouth=0.1, audio_lr_mult=10.0)
     train(cfg, _split(clips, "train"), _split(clips, "dev"), tmp_path, progress=False)
     ckpt = load_checkpoint(tmp_path / LAST_CKPT)
-    from avfr.codec.model import AvfrConfig, AvfrModel
+    from avfr.codec.nets import AvfrConfig, AvfrModel
 
     torch.manual_seed(cfg.seed)  # the run's initial weights: networks are built right after seeding
     fresh = AvfrModel(AvfrConfig.from_dict(ckpt["model_config"])).state_dict()
@@ -208,7 +199,7 @@ def test_frozen_detector_is_unchanged_by_training(clips: list[ClipArrays], tmp_p
 def test_snapshots_and_init_from_a_weights_file(clips: list[ClipArrays], tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from avfr.cli import main
-    from avfr.codec.model import load_weights
+    from avfr.codec.nets import load_weights
     from avfr.codec.train import snapshot_name
 
     base = TrainConfig(batch_size=1, steps=2, gan_warmup_steps=0, num_threads=2, log_every=1, device="cpu",

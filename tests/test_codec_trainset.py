@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from avfr.codec.audio import mel_window
-from avfr.codec.cache import ClipArrays
-from avfr.codec.trainset import SILENT_LOG_MEL, AugmentConfig, PairIndex, TrainSet
+from avfr.codec.data import ClipArrays, mel_window
+from avfr.codec.train import SILENT_LOG_MEL, AugmentConfig, PairIndex, TrainSet
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP_IDS = ("grid_lwbsza", "grid_bbaf2n")  # 3 s each, dev and train, with speech
@@ -22,7 +21,7 @@ NO_AUG_BUT_FLIP = AugmentConfig(flip_prob=1.0, brightness=0.0, contrast=0.0, sat
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list[ClipArrays]:
     if not (DATA / "manifest.json").exists():
         pytest.skip(f"../shared/data not found: {DATA}")
-    from avfr.codec.cache import discover_clips, open_clip, prepare
+    from avfr.codec.data import discover_clips, open_clip, prepare
 
     sources = [s for s in discover_clips(DATA) if s.clip_id in CLIP_IDS]
     cache = tmp_path_factory.getbasetemp() / "codec-train-cache"  # shared with test_codec_train.py
@@ -129,13 +128,13 @@ def test_fixed_pairs_are_deterministic_same_clip_and_spread(clips: list[ClipArra
 def test_lip_landmarks_are_mediapipes_lips() -> None:
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
 
-    from avfr.codec.priors import LIP_LANDMARKS
+    from avfr.codec.data import LIP_LANDMARKS
 
     np.testing.assert_array_equal(LIP_LANDMARKS, sorted({i for edge in FACEMESH_LIPS for i in edge}))
 
 
 def test_mouth_boxes_hold_the_lips_and_follow_flip_and_zoom(clips: list[ClipArrays]) -> None:
-    from avfr.codec.priors import LIP_LANDMARKS
+    from avfr.codec.data import LIP_LANDMARKS
 
     plain = TrainSet(clips, "cpu", seed=5, augment=None)
     idx, _ = plain._draw(4)
@@ -160,7 +159,7 @@ def test_mouth_boxes_hold_the_lips_and_follow_flip_and_zoom(clips: list[ClipArra
     size = (zb[:, 2] - zb[:, 0]) / (boxes[:, 2] - boxes[:, 0])
     torch.testing.assert_close(size, draw_z.scale.float())  # the box grows with the zoom
     # the mouth pixels move with the picture: the box's mean colour is the same before and after
-    from avfr.codec.losses import box_mask
+    from avfr.codec.train import box_mask
 
     src, drv, _ = zoomed.batch(idx_z)
     _, aug = zoomed._apply_augment(draw_z, src, drv)

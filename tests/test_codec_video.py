@@ -1,4 +1,4 @@
-"""avfr.codec.video: 25 fps resampling, face crop of non-square sources, tiny / 4K / truncated files."""
+"""avfr.codec.data.video: 25 fps resampling, face crop of non-square sources, tiny / 4K / truncated files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from codec_data_helpers import SHORT_CLIP, read_frames, require_shared_data, write_video
 
-from avfr.codec.video import CropBox, VideoReader, crop_and_resize, probe_video, square_crop_box
+from avfr.codec.data import CropBox, VideoReader, crop_and_resize, probe_video, square_crop_box
 
 
 def test_real_clip_is_read_unchanged() -> None:
@@ -79,7 +79,7 @@ def test_4k_source_is_cropped_around_the_face(tmp_path) -> None:
     assert crop.x0 < x + 384 < crop.x0 + crop.side and crop.y0 < y + 384 < crop.y0 + crop.side
     assert 600 < crop.side < 1500
     assert not any("no face" in p for p in reader.problems)
-    from avfr.codec.priors import PriorExtractor
+    from avfr.codec.data import PriorExtractor
 
     with PriorExtractor(mask=False) as extractor:
         assert extractor.face_landmarks(frames[1])[1] == 1

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from avfr.codec import runtime
-from avfr.codec.export import example_inputs
-from avfr.codec.model import file_sha256, load_weights
-from avfr.codec.weights import SHIPPED_MODEL, models_dir, shipped_manifest, shipped_torch_weights
+from avfr.codec.nets import file_sha256, load_weights
+from avfr.codec.runtime import SHIPPED_MODEL, example_inputs, models_dir, shipped_manifest, shipped_torch_weights
+from avfr.codec.runtime import sessions as runtime
 
 ATOL = 1e-3
 

@@ -30,15 +30,14 @@ NUM_FRAMES = 20
 
 @pytest.fixture(scope="module")
 def model():
-    from avfr.sender.model import load_call_model
+    from avfr.codec.runtime import load_call_model
 
     return load_call_model()
 
 
 def _stream(model, num_frames: int = NUM_FRAMES, causal: bool = False, seed: int = 0):
     """Sender-order messages of a synthetic call: Hello, source, start anchor, then per frame kp + 2 audio."""
-    from avfr.sender.opus import OpusEncoder
-    from avfr.sender.source import encode_source_image
+    from avfr.codec.runtime import OpusEncoder, encode_source_image
 
     rng = np.random.default_rng(seed)
     hello = Hello(model.model_id, model.weights_sha256, quant=QuantParams(6, 6, 4.0), causal_window=causal,
@@ -216,7 +215,7 @@ def test_realtime_deadline_declares_loss(model):
 
 
 def test_causal_window_uses_only_the_past(model):
-    from avfr.codec.audio import log_mel_window, pcm_window
+    from avfr.codec.data import log_mel_window, pcm_window
 
     msgs, _ = _stream(model, causal=True)
     frames = _frames(_run(model, msgs))

@@ -1,4 +1,4 @@
-"""avfr.receiver.opus: decoded speech lines up with the sender's input; lost packets are concealed."""
+"""avfr.codec.runtime.opus: decoded speech lines up with the sender's input; lost packets are concealed."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ def _speechlike(n: int) -> np.ndarray:
 
 
 def test_round_trip_is_aligned():
-    from avfr.receiver.opus import OpusDecoder
-    from avfr.sender.opus import OpusEncoder
+    from avfr.codec.runtime import OpusDecoder, OpusEncoder
 
     pcm = _speechlike(16000)
     enc, dec = OpusEncoder(12_000), OpusDecoder(12_000)
@@ -28,8 +27,7 @@ def test_round_trip_is_aligned():
 
 
 def test_loss_is_concealed_and_keeps_the_timeline():
-    from avfr.receiver.opus import OPUS_FRAME_SAMPLES, OpusDecoder
-    from avfr.sender.opus import OpusEncoder
+    from avfr.codec.runtime import OPUS_FRAME_SAMPLES, OpusDecoder, OpusEncoder
 
     pcm = _speechlike(8000)
     packets = OpusEncoder(12_000).encode(pcm)

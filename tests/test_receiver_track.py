@@ -45,8 +45,8 @@ def test_tracks_deliver_av_frames():
 
 
 def test_refused_call_ends_with_a_clear_error():
-    from avfr.cli.call import CallRefusedError, loopback_call
-    from avfr.sender.model import CallModel, load_call_model
+    from avfr.benchmarks import CallRefusedError, loopback_call
+    from avfr.codec.runtime import CallModel, load_call_model
     from avfr.sender.track import FileSource
 
     video = DATA / "clips" / "retalking_2.mp4"

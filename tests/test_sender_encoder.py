@@ -26,7 +26,7 @@ CLIP = "retalking_2"
 
 @pytest.fixture(scope="module")
 def clip():
-    from avfr.codec.video import VideoReader
+    from avfr.codec.data import VideoReader
 
     video = DATA / "clips" / f"{CLIP}.mp4"
     if not video.exists():
@@ -41,7 +41,7 @@ def clip():
 
 @pytest.fixture(scope="module")
 def model():
-    from avfr.sender.model import load_call_model
+    from avfr.codec.runtime import load_call_model
 
     return load_call_model()
 
@@ -198,8 +198,7 @@ def _run(enc, frames):
 @pytest.fixture(scope="module")
 def expressive(model):
     """(frames, priors, keypoints, media packets) of a budget-0 run on the first frames of EXPRESSIVE_CLIP."""
-    from avfr.codec.priors import PriorExtractor
-    from avfr.codec.video import VideoReader
+    from avfr.codec.data import PriorExtractor, VideoReader
 
     video = DATA / "clips" / f"{EXPRESSIVE_CLIP}.mp4"
     if not video.exists():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avfr.codec.audio import SAMPLE_RATE, opus_delay_samples
+from avfr.codec.data import SAMPLE_RATE, opus_delay_samples
 
 __all__ = ["OPUS_FRAME_SAMPLES", "OpusEncoder", "OpusDecoder"]
 
@@ -23,7 +23,7 @@ class OpusEncoder:
     """float32 PCM in (any chunk sizes) -> one Opus packet per 20 ms.
 
     Packet j holds input samples [320 j, 320 j + 320) (plus the codec's look-ahead, which the receiver
-    removes with `avfr.codec.audio.opus_delay_samples`).
+    removes with `avfr.codec.data.audio.opus_delay_samples`).
 
     Args:
         bitrate_bps: target bitrate, 6000..510000 (speech: 6-16 kbit/s).

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avfr.codec.hourglass import AntiAliasDownsample, Hourglass
-from avfr.codec.keypoints import coordinate_grid
+from avfr.codec.nets.hourglass import AntiAliasDownsample, Hourglass
+from avfr.codec.nets.keypoints import coordinate_grid
 
 
 @dataclass(frozen=True)

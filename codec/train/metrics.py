@@ -9,7 +9,7 @@
   mediapipe finds a face in the generated frame; ``lmd_iod`` is the same distance divided by the driving
   frame's inter-ocular distance (outer eye corners, landmarks 33 and 263), so it does not depend on face size;
   ``lmd_miss`` is the share of generated frames where no face was found (a failure LMD alone would hide);
-  ``mouth_lmd_px`` is the same distance over the 40 lip landmarks only (``avfr.codec.priors.LIP_LANDMARKS``).
+  ``mouth_lmd_px`` is the same distance over the 40 lip landmarks only (``avfr.codec.data.priors.LIP_LANDMARKS``).
   Needs mediapipe; where it is missing (a GPU training box) LMD is NaN.
 """
 
@@ -87,7 +87,7 @@ class LandmarkDistance:
     """
 
     def __init__(self) -> None:
-        from avfr.codec.priors import PriorExtractor
+        from avfr.codec.data import PriorExtractor
 
         self._extractor = PriorExtractor(mesh=True, mask=False)
 
@@ -103,7 +103,7 @@ class LandmarkDistance:
             dist_px (B,), dist_iod (B,) and mouth_px (B,) (lip landmarks only) float64, NaN where either frame
             has no face.
         """
-        from avfr.codec.priors import LIP_LANDMARKS
+        from avfr.codec.data import LIP_LANDMARKS
 
         out_px = np.full(len(generated_rgb), np.nan)
         out_iod = np.full(len(generated_rgb), np.nan)

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avfr.codec.attention import audio_visual_attention
-from avfr.codec.hourglass import AntiAliasDownsample
-from avfr.codec.keypoints import resize_flow, warp
-from avfr.codec.spade import SpadeConfig, SpadeConvBlock, SpadeResBlock
+from avfr.codec.nets.attention import audio_visual_attention
+from avfr.codec.nets.hourglass import AntiAliasDownsample
+from avfr.codec.nets.keypoints import resize_flow, warp
+from avfr.codec.nets.spade import SpadeConfig, SpadeConvBlock, SpadeResBlock
 
 
 @dataclass(frozen=True)

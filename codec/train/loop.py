@@ -5,12 +5,12 @@ One run lives in ``out_dir``:
 - ``log.csv``: one row every ``log_every`` steps: step, wall_s (cumulative over resumed runs), lr, the mean of
   every loss term over those steps (generator terms as the loss returns them plus ``g_total``, discriminator
   terms ``d_*``, empty before the GAN starts), samples_per_s;
-- ``val.csv``: one row per validation (step, wall_s, L1, PSNR, SSIM, LMD, see :mod:`avfr.codec.metrics`);
+- ``val.csv``: one row per validation (step, wall_s, L1, PSNR, SSIM, LMD, see :mod:`avfr.codec.train.metrics`);
 - ``ckpt-last.pt``: everything needed to continue bit for bit (model, discriminator, both optimisers, step,
   the RNG states of torch, numpy, python and the training set); written every ``checkpoint_minutes``, at
   the end and before a ``time_limit_min`` runs out;
 - ``ckpt-best.pt``: the same, from the validation with the best dev PSNR so far;
-- ``weights-best.pt``: the best model alone in :func:`avfr.codec.model.save_weights` format (float16);
+- ``weights-best.pt``: the best model alone in :func:`avfr.codec.nets.model.save_weights` format (float16);
 - ``weights-step<N>.pt``: the model alone at every ``snapshot_every``-th step (same format), when asked.
 
 Learning rate: Adam (betas 0.5, 0.999) for both networks at ``lr`` = 2e-4, linear warm-up over
@@ -48,9 +48,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from avfr.codec.cache import ClipArrays
-from avfr.codec.metrics import LandmarkDistance, ValMetrics, mediapipe_available, pixel_metrics, summarise
-from avfr.codec.trainset import OPUS_BITRATES_BPS, AugmentConfig, PairIndex, TrainSet
+from avfr.codec.data import ClipArrays
+from avfr.codec.train.metrics import LandmarkDistance, ValMetrics, mediapipe_available, pixel_metrics, summarise
+from avfr.codec.train.trainset import OPUS_BITRATES_BPS, AugmentConfig, PairIndex, TrainSet
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ _MAX_BAD_STEPS = 20  # consecutive non-finite losses before giving up
 class TrainConfig:
     """Everything a training run needs beside the data (frozen; saved in every checkpoint)."""
 
-    config: str = "small"  # name in avfr.codec.model.CONFIGS
+    config: str = "small"  # name in avfr.codec.nets.model.CONFIGS
     batch_size: int = 4
     steps: int = 20000  # total optimiser steps (a resumed run continues up to this)
     lr: float = 2e-4  # generator
@@ -170,8 +170,7 @@ def build_networks(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     Raises:
         ValueError: unknown config name.
     """
-    from avfr.codec.discriminator import MultiScaleDiscriminator
-    from avfr.codec.model import CONFIGS, AvfrModel
+    from avfr.codec.nets import CONFIGS, AvfrModel, MultiScaleDiscriminator
 
     if cfg.config not in CONFIGS:
         raise ValueError(f"unknown model config {cfg.config!r}: expected one of {sorted(CONFIGS)}")
@@ -190,7 +189,7 @@ def _audio_branch(name: str) -> bool:
 def _build_losses(model: nn.Module, disc: nn.Module, mouth_l1: float = 0.0, equivariance: bool = True,
                   wire_noise: float = 0.0, audio_mouth: float = 0.0) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Generator loss without GAN term (warm-up), with it, and the discriminator loss."""
-    from avfr.codec.losses import DiscriminatorLoss, GeneratorLoss, LossWeights, WireNoise
+    from avfr.codec.train.losses import DiscriminatorLoss, GeneratorLoss, LossWeights, WireNoise
 
     weights = LossWeights(mouth_l1=mouth_l1, audio_mouth=audio_mouth)
     if not equivariance:
@@ -269,7 +268,7 @@ def _read_init(path: str | Path) -> tuple[Mapping[str, Tensor], Mapping[str, Ten
     """
     import json
 
-    from avfr.codec.model import WEIGHTS_FORMAT
+    from avfr.codec.nets import WEIGHTS_FORMAT
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"--init {path}: no such file")
@@ -290,7 +289,7 @@ def _read_init(path: str | Path) -> tuple[Mapping[str, Tensor], Mapping[str, Ten
 
 def model_from_checkpoint(path: str | Path) -> nn.Module:
     """The generator (``AvfrModel``, eval mode, CPU) stored in a training checkpoint."""
-    from avfr.codec.model import AvfrConfig, AvfrModel
+    from avfr.codec.nets import AvfrConfig, AvfrModel
 
     ckpt = load_checkpoint(path)
     model = AvfrModel(AvfrConfig.from_dict(ckpt["model_config"]))
@@ -506,7 +505,7 @@ class _Trainer:
 
     def init_weights(self, path: Path) -> None:
         """Start from another run's weights (optimisers and step start fresh): a training checkpoint gives
-        the generator and the discriminator, a :func:`avfr.codec.model.save_weights` file (e.g. the shipped
+        the generator and the discriminator, a :func:`avfr.codec.nets.model.save_weights` file (e.g. the shipped
         model) the generator alone (the discriminator keeps its fresh initialisation).
 
         Raises:
@@ -531,7 +530,7 @@ class _Trainer:
             validate_first: run the validation first (it decides ``new_best``).
             new_best: the model is a new best already (validated by the caller).
         """
-        from avfr.codec.model import save_weights
+        from avfr.codec.nets import save_weights
 
         if validate_first and self.devset is not None:
             new_best = self.run_validation()
@@ -547,7 +546,7 @@ class _Trainer:
     def snapshot(self) -> None:
         """Write the generator alone (fp16) as ``weights-step<step>.pt``: models at fixed steps (ablations
         compared at the same step whatever the time limit let each run reach)."""
-        from avfr.codec.model import save_weights
+        from avfr.codec.nets import save_weights
 
         save_weights(self.model, self.out_dir / snapshot_name(self.step))  # type: ignore[arg-type]
 
@@ -738,7 +737,7 @@ def train(cfg: TrainConfig, clips_train: Sequence[ClipArrays], clips_dev: Sequen
 
     Args:
         cfg: run settings.
-        clips_train: training clips (``avfr.codec.cache.load_clips(..., split="train")``).
+        clips_train: training clips (``avfr.codec.data.cache.load_clips(..., split="train")``).
         clips_dev: dev clips for validation (may be empty: no validation, no best checkpoint).
         out_dir: run directory (created); see the module docstring for what it holds.
         resume: continue from ``out_dir/ckpt-last.pt`` when it exists (exactly: same batches, same numbers).

@@ -7,9 +7,9 @@ Per clip (256x256, 25 fps; frame 0 is the source image, all frames are the drivi
   generator driven by the Opus-decoded speech. One row per operating point (:class:`AvfrPoint`: the call's
   quantisation, hysteresis and key interval; "q7" is the call's default).
 - ``still``: the receiver's decoded source image shown for every frame (zero video bits).
-- anchors (``avfr.codec.anchors``): the encode whose achieved rate is closest to each requested rate. vvenc's
+- anchors (``avfr.benchmarks.anchors``): the encode whose achieved rate is closest to each requested rate. vvenc's
   QP is searched on cheap probes (``BenchConfig.probe_preset``, whole clip) and only the QP found (plus at most
-  one correction) is encoded at the reported preset (:func:`avfr.codec.anchors.search_rate_probed`); x265 and
+  one correction) is encoded at the reported preset (:func:`avfr.benchmarks.anchors.search_rate_probed`); x265 and
   SVT-AV1 are searched directly. Metrics are computed only for the reported encodes.
 
 Work shared between rows is done once per clip: the sender's priors and keypoint graph (the same frames for
@@ -43,8 +43,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avfr.codec import anchors, quality
-from avfr.codec.audio import SAMPLES_PER_FRAME
+from avfr.benchmarks import anchors, quality
+from avfr.codec.data import SAMPLES_PER_FRAME
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class AvfrModels:
     def load(cls, threads: int = 2, manifest: Path | None = None) -> AvfrModels:
         """Load the shipped model, or the one of an ONNX ``manifest`` (graph hashes are checked when the
         Encoder/Decoder build their graphs)."""
-        from avfr.codec.priors import PriorExtractor
+        from avfr.codec.data import PriorExtractor
         from avfr.sender import load_call_model
 
         model = load_call_model(manifest)
@@ -489,7 +489,7 @@ def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None
     those of its QP-search probes, the target rates, ``max_probes`` and the search version.
 
     Args:
-        clip: a prepared clip (``avfr.codec.cache.ClipArrays``).
+        clip: a prepared clip (``avfr.codec.data.cache.ClipArrays``).
         config: the run's settings.
         cross_source: uint8 (256, 256, 3) source image of the cross-identity rows (None: no cross rows).
     """
@@ -644,7 +644,7 @@ class _ClipRun:
 
     def still(self) -> tuple[dict, None]:
         """The still row: the decoded source image, every frame."""
-        from avfr.sender.source import decode_source_image, encode_source_image
+        from avfr.codec.runtime import decode_source_image, encode_source_image
 
         n = len(self.frames)
         src_decoded = decode_source_image(encode_source_image(self.source, SOURCE_WEBP_QUALITY))  # the Decoder's
@@ -722,7 +722,7 @@ class _ClipRun:
 
 def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels | None, evaluator: Evaluator | None,
              cross_source: np.ndarray | None = None, tick: Callable[[str], None] | None = None) -> dict:
-    """Benchmark one prepared clip (``avfr.codec.cache.ClipArrays``), reusing the saved parts that still apply.
+    """Benchmark one prepared clip (``avfr.codec.data.cache.ClipArrays``), reusing the saved parts that still apply.
 
     Every part of :func:`clip_parts` with a valid file in ``<out>/clips/<clip_id>.parts/`` is read back; the
     others are computed and saved. Rows are assembled in a fixed order (still, avfr points, anchors in

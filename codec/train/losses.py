@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avfr.codec.audio_encoder import MOUTH_STD_PCT
-from avfr.codec.discriminator import MultiScaleDiscriminator
-from avfr.codec.keypoints import (
+from avfr.codec.nets import (
+    MOUTH_STD_PCT,
+    AvfrModel,
+    MultiScaleDiscriminator,
     affine_jacobian,
     affine_points,
     affine_warp_image,
@@ -44,7 +45,6 @@ from avfr.codec.keypoints import (
     matmul_2x2,
     random_affine,
 )
-from avfr.codec.model import AvfrModel
 
 
 @dataclass(frozen=True)

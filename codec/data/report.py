@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from avfr.codec.cache import CacheEntry
+from avfr.codec.data.cache import CacheEntry
 
 
 def format_report(entries: Sequence[CacheEntry], missing: Mapping[str, str] | None = None) -> str:
     """Render the data report.
 
     Args:
-        entries: cache entries (see ``avfr.codec.cache.prepare``), failed clips included.
+        entries: cache entries (see ``avfr.codec.data.cache.prepare``), failed clips included.
         missing: clip_id -> why the clip has no entry at all (e.g. its video is missing).
 
     Returns:

@@ -124,7 +124,7 @@ def floors(results: Sequence[dict], specs: dict) -> dict[str, float | None]:
 
     Args:
         results: per-clip results (their ``searches``: probes as [param, kbps]).
-        specs: ``avfr.codec.anchors.anchor_specs()``.
+        specs: ``avfr.benchmarks.anchors.anchor_specs()``.
     """
     out: dict[str, float | None] = {}
     for codec, spec in specs.items():

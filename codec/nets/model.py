@@ -1,7 +1,7 @@
 """AVFR-GAN generator side as one module: configs, :class:`AvfrModel`, weight files.
 
 ``AvfrModel`` = keypoint detector (M_kp) + dense motion + audio / attention encoders + identity-aware
-generator. The discriminator is separate (:mod:`avfr.codec.discriminator`) and never shipped.
+generator. The discriminator is separate (:mod:`avfr.codec.nets.discriminator`) and never shipped.
 
 Named configs (:data:`CONFIGS`):
 
@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avfr.codec.audio_encoder import AttentionEncoder, AudioEncoder, AudioEncoderConfig
-from avfr.codec.dense_motion import DenseMotionConfig, DenseMotionNetwork
-from avfr.codec.discriminator import DiscriminatorConfig
-from avfr.codec.generator import GeneratorConfig, IdentityAwareGenerator
-from avfr.codec.keypoint_detector import KeypointDetector, KeypointDetectorConfig
-from avfr.codec.spade import SpadeConfig
+from avfr.codec.nets.audio_encoder import AttentionEncoder, AudioEncoder, AudioEncoderConfig
+from avfr.codec.nets.dense_motion import DenseMotionConfig, DenseMotionNetwork
+from avfr.codec.nets.discriminator import DiscriminatorConfig
+from avfr.codec.nets.generator import GeneratorConfig, IdentityAwareGenerator
+from avfr.codec.nets.keypoint_detector import KeypointDetector, KeypointDetectorConfig
+from avfr.codec.nets.spade import SpadeConfig
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from avfr.codec.priors import FRAME_SIZE, PriorExtractor, five_channel
+from avfr.codec.data import FRAME_SIZE, PriorExtractor, five_channel
 
 __all__ = ["SOURCE_FORMAT", "encode_source_image", "decode_source_image", "source_input"]
 

@@ -12,7 +12,7 @@ A batch is ``(source5, driving5, mel)``:
   of a pair come from the same clip, are distinct frames with a face found in both, and get the *same*
   augmentation (flip, scale/shift via ``grid_sample``; colour jitter on RGB only);
 - ``mel``: (B, 1, 80, 19) float32 log-mel window of the driving frame, cut from the clip-level mel on the
-  fixed grid of ``avfr.codec.audio`` (centred: columns [4i+10, 4i+29); causal: [4i, 4i+19)).
+  fixed grid of ``avfr.codec.data.audio`` (centred: columns [4i+10, 4i+29); causal: [4i, 4i+19)).
 
 Audio augmentation is a real Opus encode/decode: per clip, the mel of ``opus_roundtrip(pcm, bitrate)`` at
 each of ``OPUS_BITRATES_BPS`` is computed once when the set is built (or passed in, e.g. from a training
@@ -41,9 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avfr.codec.cache import ClipArrays
-from avfr.codec.priors import LIP_LANDMARKS
-from avfr.codec.quality import mouth_shape
+from avfr.codec.data import LIP_LANDMARKS, ClipArrays, mouth_shape
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +122,7 @@ def opus_log_mels(pcm: np.ndarray, bitrates_bps: Sequence[int]) -> list[np.ndarr
     Raises:
         ImportError: the Opus codec (PyAV) is not available; pass precomputed mels instead.
     """
-    from avfr.codec.audio import clip_log_mel, opus_roundtrip
+    from avfr.codec.data import clip_log_mel, opus_roundtrip
 
     return [clip_log_mel(opus_roundtrip(pcm, int(bps))).astype(np.float32) for bps in bitrates_bps]
 

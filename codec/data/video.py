@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avfr.codec.audio import FPS
+from avfr.codec.data.audio import FPS
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class VideoReader:
 
     def _find_crop(self) -> CropBox:
         """Median face box over sampled frames -> one square crop for the whole clip."""
-        from avfr.codec.priors import FaceBoxDetector  # lazy: mediapipe
+        from avfr.codec.data.priors import FaceBoxDetector  # lazy: mediapipe
 
         width, height = self.probe.width, self.probe.height
         step = max(1, -(-self.probe.num_frames // _MAX_CROP_DETECTIONS)) if self.probe.num_frames else 1

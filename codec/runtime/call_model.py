@@ -6,8 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from avfr.codec.runtime import OnnxManifest, load_manifest
-from avfr.codec.weights import shipped_manifest
+from avfr.codec.runtime.sessions import OnnxManifest, load_manifest
+from avfr.codec.runtime.weights import shipped_manifest
 
 __all__ = ["CallModel", "load_call_model"]
 

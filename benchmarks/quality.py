@@ -44,12 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
+from avfr.codec.data import mouth_opening
+
 logger = logging.getLogger(__name__)
 
-MOUTH_UPPER_INNER = 13  # mediapipe face-mesh landmark indices
-MOUTH_LOWER_INNER = 14
-FACE_TOP = 10
-FACE_BOTTOM = 152
 VMAF_MODEL = "vmaf_v0.6.1"
 SYNC_MAX_LAG_FRAMES = 4
 SYNC_DETREND_FRAMES = 25  # 1 s moving mean removed from both signals
@@ -250,7 +248,7 @@ def vmaf(test: np.ndarray, reference: np.ndarray, threads: int = 2) -> float:
 
 def lip_indices() -> np.ndarray:
     """Sorted landmark indices of mediapipe's FACEMESH_LIPS (40 points: outer and inner lip contours)."""
-    from avfr.codec.priors import LIP_LANDMARKS
+    from avfr.codec.data import LIP_LANDMARKS
 
     return LIP_LANDMARKS.copy()
 
@@ -259,7 +257,7 @@ class LandmarkTracker:
     """mediapipe face mesh (refined, 478 points, static mode) over whole videos; one graph kept open."""
 
     def __init__(self) -> None:
-        from avfr.codec.priors import PriorExtractor
+        from avfr.codec.data import PriorExtractor
 
         self._extractor = PriorExtractor(mesh=True, mask=False)
 
@@ -336,42 +334,6 @@ def motion_distance(test_lm: np.ndarray, driver_lm: np.ndarray) -> float:
         return x - x[found[0]] if len(found) else x
 
     return landmark_distance(_rel(test_lm), _rel(driver_lm))[0]
-
-
-MOUTH_SHAPE_PAIRS = ((MOUTH_UPPER_INNER, MOUTH_LOWER_INNER), (0, 17), (61, 291))  # inner gap, outer gap, width
-
-
-def mouth_shape(lm: np.ndarray, min_height_px: float | None = None) -> np.ndarray:
-    """Inner-lip gap (13/14), outer-lip gap (0/17) and mouth width (61/291) divided by the face height
-    (10/152), per frame; NaN without a face. Ratios of distances: flips, zooms and shifts leave them unchanged.
-
-    Args:
-        lm: float (T, 478, 2) px.
-        min_height_px: frames whose face height is not above this are NaN (None: no such check).
-
-    Returns:
-        float64 (T, 3).
-    """
-    x = np.asarray(lm, np.float64)
-    gaps = np.stack([np.linalg.norm(x[:, i] - x[:, j], axis=-1) for i, j in MOUTH_SHAPE_PAIRS], -1)  # (T, 3)
-    height = np.linalg.norm(x[:, FACE_TOP] - x[:, FACE_BOTTOM], axis=-1)  # (T,)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = gaps / height[:, None]
-    if min_height_px is not None:
-        out[~(height > min_height_px)] = np.nan
-    return out
-
-
-def mouth_opening(lm: np.ndarray) -> np.ndarray:
-    """Inner-lip gap divided by face height (landmarks 13/14 over 10/152), per frame; NaN without a face.
-
-    Args:
-        lm: float (T, 478, 2) px.
-
-    Returns:
-        float64 (T,).
-    """
-    return mouth_shape(lm)[:, 0]
 
 
 def speech_envelope_db(pcm: np.ndarray, num_frames: int) -> np.ndarray:

@@ -2,10 +2,10 @@
 
 ``models/`` (installed as ``avfr/models``) holds, for each shipped model ``<name>``:
 
-- ``<name>-<sha8>.pt``: torch weights (fp16 tensors + config JSON; ``avfr.codec.model.load_weights``), for
+- ``<name>-<sha8>.pt``: torch weights (fp16 tensors + config JSON; ``avfr.codec.nets.model.load_weights``), for
   fine-tuning and re-export;
-- ``<name>.json`` and ``<name>-<graph>-<sha8>.onnx``: the three inference graphs (``avfr.codec.export``),
-  run by ``avfr.codec.runtime`` with onnxruntime.
+- ``<name>.json`` and ``<name>-<graph>-<sha8>.onnx``: the three inference graphs (``avfr.codec.runtime.export``),
+  run by ``avfr.codec.runtime.sessions`` with onnxruntime.
 
 The file name carries the first 8 hex digits of the file's SHA-256; loaders verify the full hash.
 """

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avfr.codec.hourglass import Hourglass
-from avfr.codec.keypoints import coordinate_grid, inverse_2x2, kp_to_gaussian, matmul_2x2, matvec_2x2
+from avfr.codec.nets.hourglass import Hourglass
+from avfr.codec.nets.keypoints import coordinate_grid, inverse_2x2, kp_to_gaussian, matmul_2x2, matvec_2x2
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ Graphs (batch 1, static shapes, float32):
   received frame.
 
 Relative motion (cross-identity) is *not* in the graphs: ``kp_driving`` / ``jac_driving`` are fed already
-adapted. The receiver applies :func:`avfr.codec.runtime.relative_motion` (numpy, the twin of
-:func:`avfr.codec.keypoints.relative_motion`) when the call asks for it; same-identity calls feed the
+adapted. The receiver applies :func:`avfr.codec.runtime.sessions.relative_motion` (numpy, the twin of
+:func:`avfr.codec.nets.keypoints.relative_motion`) when the call asks for it; same-identity calls feed the
 sender's keypoints unchanged.
 
 Files are written as ``<name>-<graph>-<sha8>.onnx`` (sha8 = first 8 hex digits of the file's SHA-256) next to
@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from avfr.codec.model import AvfrModel
-from avfr.codec.runtime import HOLD_INPUT
+from avfr.codec.nets import AvfrModel
+from avfr.codec.runtime.sessions import HOLD_INPUT
 
 logger = logging.getLogger(__name__)
 

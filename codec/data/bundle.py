@@ -9,7 +9,7 @@ travels to it is capped (64 MiB here). A bundle therefore holds, per clip:
 - ``<id>.npz``: landmarks (int16 in 1/16 px, -1 where no face, delta-coded over time), face flags, and the
   clip-level log-mel of the clean speech and of its real Opus round trips (float16): the box cannot run Opus.
 
-The mesh prior is redrawn from the landmarks with ``avfr.codec.priors.render_mesh`` (identical code), so it
+The mesh prior is redrawn from the landmarks with ``avfr.codec.data.priors.render_mesh`` (identical code), so it
 costs no bytes. ``load_bundle`` rebuilds ``ClipArrays`` from a bundle.
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avfr.codec.audio import clip_log_mel
-from avfr.codec.cache import ClipArrays
-from avfr.codec.priors import render_mesh
+from avfr.codec.data.audio import clip_log_mel
+from avfr.codec.data.cache import ClipArrays
+from avfr.codec.data.priors import render_mesh
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,13 @@ def write_bundle(clips: Sequence[ClipArrays], out_dir: Path, crf: int = 16,
     """Pack prepared clips into ``out_dir``; returns the bundle's size in bytes.
 
     Args:
-        clips: prepared clips (``avfr.codec.cache.load_clips``).
+        clips: prepared clips (``avfr.codec.data.cache.load_clips``).
         out_dir: created if missing; existing files of the same clips are overwritten.
         crf: libx264 quality of the RGB video (lower = larger, closer to the cache's frames).
         mask_crf: the same for the grey segmentation-mask video (a soft mask: it tolerates more).
         opus_bitrates_bps: Opus round trips whose mel is stored beside the clean mel.
     """
-    from avfr.codec.audio import opus_roundtrip
+    from avfr.codec.data.audio import opus_roundtrip
 
     out_dir.mkdir(parents=True, exist_ok=True)
     index = []

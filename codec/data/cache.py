@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avfr.codec.audio import (
+from avfr.codec.data.audio import (
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
     clip_log_mel,
@@ -363,7 +363,7 @@ def _build_entry(
     on_frame: Callable[[], None] | None = None,
 ) -> None:
     """Decode, run mediapipe, write the entry into a temp folder and rename it to ``final_dir``."""
-    from avfr.codec.video import VideoReader  # lazy: av + mediapipe
+    from avfr.codec.data.video import VideoReader  # lazy: av + mediapipe
 
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = final_dir.parent / f".tmp-{final_dir.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -600,7 +600,7 @@ def prepare(
     if todo:
         from tqdm import tqdm  # lazy
 
-        from avfr.codec.priors import PriorExtractor  # lazy: mediapipe
+        from avfr.codec.data.priors import PriorExtractor  # lazy: mediapipe
 
         total = sum(_estimate_frames(source) for _, source, _, _, _ in todo)
         with PriorExtractor() as extractor, tqdm(
@@ -626,7 +626,7 @@ def _estimate_frames(source: ClipSource) -> int:
     if source.expected_frames is not None:
         return source.expected_frames
     try:
-        from avfr.codec.video import probe_video
+        from avfr.codec.data.video import probe_video
 
         probe = probe_video(source.video_path)
         return int(round(probe.num_frames / max(probe.fps, 1e-3) * 25)) if probe.num_frames else 0

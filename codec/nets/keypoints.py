@@ -116,7 +116,7 @@ def relative_motion(
     The driving motion relative to the first driving frame is applied on top of the source keypoints, so the
     source face shape is kept: ``kp = kp_s + scale * (kp_d - kp_d0)``, ``jac = jac_d @ inv(jac_d0) @ jac_s``.
     With ``kp_d == kp_d0`` (first frame) the result is the source keypoints themselves.
-    ``avfr.codec.runtime.relative_motion`` is the numpy twin used by the receiver.
+    ``avfr.codec.runtime.sessions.relative_motion`` is the numpy twin used by the receiver.
 
     Args:
         kp_driving: (B, K, 2) current driving keypoints.

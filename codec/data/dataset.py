@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from avfr.codec.audio import (
+from avfr.codec.data.audio import (
     SAMPLES_PER_FRAME,
     clip_log_mel,
     fit_length,
@@ -27,8 +27,8 @@ from avfr.codec.audio import (
     opus_roundtrip,
     window_bounds,
 )
-from avfr.codec.cache import CacheEntry, find_entries
-from avfr.codec.priors import five_channel
+from avfr.codec.data.cache import CacheEntry, find_entries
+from avfr.codec.data.priors import five_channel
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class TalkingHeadDataset(Dataset):
     """Pairs (source, driving) of one clip with the driving frame's audio window.
 
     Args:
-        entries: cache entries (see ``avfr.codec.cache.find_entries``); failed clips are skipped.
+        entries: cache entries (see ``avfr.codec.data.cache.find_entries``); failed clips are skipped.
         causal: past-only audio window instead of the centred one.
         require_face: use only frames where mediapipe found a face (for Fs and Fd).
         seed: base seed of the source-frame and augmentation choices.

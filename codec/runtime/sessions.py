@@ -3,7 +3,7 @@
 - :class:`SenderModel`: 5-channel frame -> keypoints + jacobians (graph ``sender``).
 - :class:`ReceiverModel`: ``set_source(source5)`` once (graph ``receiver_source``, outputs cached), then
   ``frame(kp, jac, mel)`` per frame (graph ``receiver_frame``) -> uint8 (256, 256, 3) RGB.
-- :func:`relative_motion`: numpy twin of :func:`avfr.codec.keypoints.relative_motion` for cross-identity
+- :func:`relative_motion`: numpy twin of :func:`avfr.codec.nets.keypoints.relative_motion` for cross-identity
   calls (apply it to the received keypoints before :meth:`ReceiverModel.frame`).
 
 Providers: ``['CUDAExecutionProvider', 'CPUExecutionProvider']`` only when CUDA is in
@@ -105,7 +105,7 @@ def relative_motion(
 
 @dataclass(frozen=True)
 class OnnxManifest:
-    """What ``avfr.codec.export.export_model`` wrote: graph paths, their SHA-256 and K."""
+    """What ``avfr.codec.runtime.export.export_model`` wrote: graph paths, their SHA-256 and K."""
 
     name: str
     num_kp: int
