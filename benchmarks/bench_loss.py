@@ -27,15 +27,16 @@ import numpy as np
 
 def _metrics(test: np.ndarray, reference: np.ndarray, ref_lm: np.ndarray, pcm: np.ndarray, held: np.ndarray,
              tracker: object, lips: np.ndarray) -> dict[str, float | int]:
-    from avfr.benchmarks import quality
+    from avfr.benchmarks.landmark_metrics import landmark_distance, sync_proxy
+    from avfr.benchmarks.pixel_metrics import psnr_frames
     from avfr.codec.data import mouth_opening
 
     lm = tracker(test)  # (T, 478, 2)
-    psnr = quality.psnr_frames(test, reference)
-    lmd = np.array([quality.landmark_distance(lm[i:i + 1], ref_lm[i:i + 1])[0] for i in range(len(lm))])
-    mouth = np.array([quality.landmark_distance(lm[i:i + 1], ref_lm[i:i + 1], lips)[0] for i in range(len(lm))])
+    psnr = psnr_frames(test, reference)
+    lmd = np.array([landmark_distance(lm[i:i + 1], ref_lm[i:i + 1])[0] for i in range(len(lm))])
+    mouth = np.array([landmark_distance(lm[i:i + 1], ref_lm[i:i + 1], lips)[0] for i in range(len(lm))])
     opening = 100 * np.abs(mouth_opening(lm) - mouth_opening(ref_lm))
-    sync, _ = quality.sync_proxy(lm, pcm)
+    sync, _ = sync_proxy(lm, pcm)
     out: dict[str, float | int] = {"frames": len(test), "held_frames": int(held.sum()), "sync_corr": sync}
     for name, sel in (("", np.ones(len(test), bool)), ("held_", held)):
         if not sel.any():
@@ -59,15 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from avfr.benchmarks import quality
-    from avfr.benchmarks.rate_quality import AVFR_POINTS, AvfrModels, avfr_path
+    from avfr.benchmarks.avfr_call import AVFR_POINTS, AvfrModels, avfr_path
+    from avfr.benchmarks.landmark_metrics import LandmarkTracker, lip_indices
     from avfr.codec.data import load_clips
 
     if args.point not in AVFR_POINTS:
         parser.error(f"--point: choose from {', '.join(AVFR_POINTS)}")
     losses = [float(x) for x in args.loss.split(",") if x.strip()]
     clips = load_clips(args.data, split="dev", prepare_missing=True)
-    tracker, lips = quality.LandmarkTracker(), quality.lip_indices()
+    tracker, lips = LandmarkTracker(), lip_indices()
     base = {"bench": "loss", "point": args.point, "python": platform.python_version(),
             "machine": platform.processor() or platform.machine(), "command": " ".join(sys.argv)}
     try:

@@ -8,9 +8,10 @@ render) (the quantisation cost) and PSNR vs the real frame for both.
 
     python benchmarks/bench_quant.py [--stride 5] [--threads 2] [--clips N] [--call-only]
 
-A setting with a keypoint budget runs the call's rate controller (avfr.sender.encoder.KeypointRateController,
-as the Encoder does); `--call-only` runs just the call's default with and without it. Rows also give the
-peak rate over any 2 s window after the first second (`kbps_max_2s`).
+A setting with a keypoint budget runs the call's rate controller
+(avfr.sender.rate_control.KeypointRateController, as the Encoder does); `--call-only` runs just the call's
+default with and without it. Rows also give the peak rate over any 2 s window after the first second
+(`kbps_max_2s`).
 
 Prints JSON lines: one per (clip, setting), one summary per setting, and a final `pick` line: the setting
 with the smallest PSNR cost whose mean rate is <= 2 kbit/s.
@@ -82,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import onnxruntime
 
-    from avfr.benchmarks.quality import landmark_distance, lip_indices
+    from avfr.benchmarks.landmark_metrics import landmark_distance, lip_indices
     from avfr.codec.data import PriorExtractor, default_cache_dir, five_channel, load_clips, mel_window
     from avfr.codec.runtime import ReceiverModel, SenderModel, load_call_model, source_input
     from avfr.proto import KeypointDecoder, KeypointEncoder, QuantParams, Session, encode_keypoints
-    from avfr.sender.encoder import KeypointRateController
+    from avfr.sender.rate_control import KeypointRateController
 
     if not args.data.exists():
         print(f"{args.data} not found", file=sys.stderr)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avfr.benchmarks.quality import landmark_distance, lip_indices
+from avfr.benchmarks.landmark_metrics import landmark_distance, lip_indices
 from avfr.codec.data import (
     ClipArrays,
     PriorExtractor,

@@ -90,8 +90,23 @@ def _bench(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from avfr.benchmarks import anchor_specs, missing_encoders
-    from avfr.benchmarks import rate_quality as bench
+    from avfr.benchmarks import (
+        AUDIO_BITRATE_BPS,
+        AVFR_POINTS,
+        CALL_SECONDS,
+        SOURCE_WEBP_QUALITY,
+        AvfrModels,
+        BenchConfig,
+        Evaluator,
+        anchor_specs,
+        ffmpeg_exe,
+        identity_status,
+        load_done,
+        missing_encoders,
+        missing_parts,
+        probe_specs,
+        run_clip,
+    )
     from avfr.benchmarks import report as bench_report
     from avfr.cli import CliError
     from avfr.codec.data import default_cache_dir, load_clips
@@ -103,8 +118,8 @@ def _bench(args: argparse.Namespace) -> int:
     if not rates or min(rates) <= 0:
         raise CliError("--bitrate needs at least one positive rate")
     points = tuple(p.strip() for p in args.avfr_points.split(",") if p.strip())
-    if not points or any(p not in bench.AVFR_POINTS for p in points):
-        raise CliError(f"--avfr-points: choose from {', '.join(bench.AVFR_POINTS)}")
+    if not points or any(p not in AVFR_POINTS for p in points):
+        raise CliError(f"--avfr-points: choose from {', '.join(AVFR_POINTS)}")
     probe_preset = "" if args.probe_preset in ("off", "", args.vvenc_preset) else args.probe_preset
     codecs = _parse_codecs(args.codecs)
     model, manifest = "", None
@@ -116,11 +131,11 @@ def _bench(args: argparse.Namespace) -> int:
         if not manifest.is_file():
             raise CliError(f"--model: no manifest at {manifest}")
         model = file_sha256(manifest)[:16]
-    config = bench.BenchConfig(tuple(sorted(rates)), codecs, points, args.cross,
-                               args.max_frames, args.vvenc_preset, args.max_probes, args.threads,
-                               not args.no_identity, probe_preset, model)
+    config = BenchConfig(tuple(sorted(rates)), codecs, points, args.cross,
+                         args.max_frames, args.vvenc_preset, args.max_probes, args.threads,
+                         not args.no_identity, probe_preset, model)
     specs = anchor_specs(config.vvenc_preset, config.threads)
-    missing = missing_encoders([specs[c] for c in config.codecs if c in specs], bench.quality.ffmpeg_exe())
+    missing = missing_encoders([specs[c] for c in config.codecs if c in specs], ffmpeg_exe())
     if missing:
         raise CliError(f"the imageio-ffmpeg binary lacks {', '.join(missing)}: update imageio-ffmpeg or drop "
                        "those codecs from --codecs")
@@ -135,17 +150,17 @@ def _bench(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     results = []
-    done = {c.clip_id: bench.load_done(out, c.clip_id, config) for c in clips}
+    done = {c.clip_id: load_done(out, c.clip_id, config) for c in clips}
     cross_src = {}  # clip index -> the cross-identity source: the next clip's frame 0 (another identity)
     if config.cross and len(clips) > 1:
         cross_src = {k: np.ascontiguousarray(clips[(k + 1) % len(clips)].frames[0]) for k in range(len(clips))}
     # what is left to compute: the parts without a saved file (a new model re-runs only the avfr parts)
     todo = [p for k, c in enumerate(clips) if done[c.clip_id] is None
-            for p in bench.missing_parts(out, c, config, cross_src.get(k))]
+            for p in missing_parts(out, c, config, cross_src.get(k))]
     bar = tqdm(total=sum(p.steps for p in todo), unit="step", disable=args.quiet or not todo, file=sys.stderr)
     need_models = any(p.kind in ("avfr", "cross") for p in todo)
-    models = bench.AvfrModels.load(args.threads, args.model) if need_models else None
-    evaluator = bench.Evaluator.create(config.identity) if todo else None
+    models = AvfrModels.load(args.threads, args.model) if need_models else None
+    evaluator = Evaluator.create(config.identity) if todo else None
     try:
         for k, clip in enumerate(clips):
             if done[clip.clip_id] is not None:
@@ -157,7 +172,7 @@ def _bench(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"{_clip}: {msg}")
                 bar.update(1)
 
-            results.append(bench.run_clip(clip, config, out, models, evaluator, cross_src.get(k), tick))
+            results.append(run_clip(clip, config, out, models, evaluator, cross_src.get(k), tick))
     finally:
         bar.close()
         if models is not None:
@@ -165,8 +180,8 @@ def _bench(args: argparse.Namespace) -> int:
         if evaluator is not None:
             evaluator.close()
 
-    probed = bench.probe_specs(config)
-    id_ok, id_note = bench.identity_status(config.identity)
+    probed = probe_specs(config)
+    id_ok, id_note = identity_status(config.identity)
     rows = [r for res in results for r in res["rows"]]
     means = bench_report.mean_rows(rows)
     ref = [res["reference"] for res in results]
@@ -175,11 +190,11 @@ def _bench(args: argparse.Namespace) -> int:
         "command": "avfr-codec bench " + shlex.join(sys.argv[sys.argv.index("bench") + 1:] if "bench" in sys.argv
                                                     else sys.argv[1:]),
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},
-        "audio": f"Opus {bench.AUDIO_BITRATE_BPS // 1000} kbit/s, 16 kHz mono, 20 ms frames",
-        "avfr_source": (f"WebP q{bench.SOURCE_WEBP_QUALITY}, mean {np.mean(avfr_src) / 1000:.1f} kB = "
-                        f"{np.mean(avfr_src) * 8 / bench.CALL_SECONDS / 1000:.2f} kbit/s over 5 min"
+        "audio": f"Opus {AUDIO_BITRATE_BPS // 1000} kbit/s, 16 kHz mono, 20 ms frames",
+        "avfr_source": (f"WebP q{SOURCE_WEBP_QUALITY}, mean {np.mean(avfr_src) / 1000:.1f} kB = "
+                        f"{np.mean(avfr_src) * 8 / CALL_SECONDS / 1000:.2f} kbit/s over 5 min"
                         if avfr_src else "n/a"),
-        "avfr_points": {p: vars(bench.AVFR_POINTS[p]) for p in points},
+        "avfr_points": {p: vars(AVFR_POINTS[p]) for p in points},
         "avfr_model": ({"manifest": str(manifest), "manifest_sha256_16": config.model} if manifest is not None
                        else None),
         "anchor_flags": {c: specs[c].flags() + (f"   (QP search: -preset {config.probe_preset} probes, see "

@@ -41,18 +41,16 @@ from avfr.proto.hello import (
     encode_hello,
     validate_hello,
 )
-from avfr.proto.keypoints import (
+from avfr.proto.keypoint_coding import decode_keypoints, encode_keypoints
+from avfr.proto.keypoint_packets import (
     MAX_REF_DISTANCE,
-    KeypointDecoder,
-    KeypointEncoder,
     Keypoints,
     KeypointsDelta,
     KeypointsKey,
     KeypointsPacket,
-    decode_keypoints,
-    encode_keypoints,
     seq_diff,
 )
+from avfr.proto.keypoint_stream import KeypointDecoder, KeypointEncoder
 from avfr.proto.messages import (
     CONTROL_CHANNEL_LABEL,
     CONTROL_CHANNEL_TYPES,

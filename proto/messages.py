@@ -17,7 +17,8 @@ from avfr.proto.control import (
 from avfr.proto.errors import ErrorCode, ProtocolError
 from avfr.proto.framing import MessageType, parse_tag
 from avfr.proto.hello import Hello, Session, decode_hello, encode_hello
-from avfr.proto.keypoints import KeypointsDelta, KeypointsKey, decode_keypoints, encode_keypoints
+from avfr.proto.keypoint_coding import decode_keypoints, encode_keypoints
+from avfr.proto.keypoint_packets import KeypointsDelta, KeypointsKey
 from avfr.proto.source import SourceChunk, decode_source_chunk, encode_source_chunk
 
 __all__ = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from avfr.codec.data import SAMPLE_RATE
-from avfr.receiver.decoder import ReceivedFrame
+from avfr.receiver.config import ReceivedFrame
 
 __all__ = ["Mp4Writer", "Window"]
 

@@ -21,7 +21,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from avfr.codec.data import SAMPLE_RATE
 from avfr.proto import CONTROL_CHANNEL_LABEL
-from avfr.receiver.decoder import Decoder, FrameJob, ReceivedFrame
+from avfr.receiver.config import FrameJob, ReceivedFrame
+from avfr.receiver.decoder import Decoder
 
 __all__ = ["ReceivedVideoTrack", "ReceivedAudioTrack", "ReceivingPeer"]
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from avfr.codec.data import SAMPLE_RATE, SAMPLES_PER_FRAME
 from avfr.proto import CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL
-from avfr.sender.encoder import Encoder, OutMessage
+from avfr.sender.config import OutMessage
+from avfr.sender.encoder import Encoder
 
 __all__ = ["CapturedFrame", "FileSource", "CameraSource", "DeviceError", "Impairment", "SendingPeer"]
 

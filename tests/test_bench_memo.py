@@ -1,4 +1,4 @@
-"""The bench's shared sender work (rate_quality.SenderMemo) gives the call's exact packets and frames."""
+"""The bench's shared sender work (avfr.benchmarks.avfr_call.SenderMemo) gives the call's exact packets and frames."""
 
 from __future__ import annotations
 

@@ -27,32 +27,31 @@ def _untimed(result: dict) -> dict:
 def test_bench_resumes_per_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not CLIP.exists():
         pytest.skip(f"../shared/data not found: {CLIP}")
-    from avfr.benchmarks import anchors, ffmpeg_exe
-    from avfr.benchmarks import rate_quality as rq
+    from avfr.benchmarks import AvfrModels, BenchConfig, Evaluator, anchors, ffmpeg_exe, missing_parts, run_clip
     from avfr.codec.data import default_cache_dir, load_clips
 
     if anchors.missing_encoders([anchors.anchor_specs()["av1"]], ffmpeg_exe()):
         pytest.skip("the imageio-ffmpeg binary has no libsvtav1")
     (clip,) = load_clips(CLIP, default_cache_dir())
-    first = rq.BenchConfig((20.0,), ("avfr", "av1"), ("q8",), max_frames=FRAMES, max_probes=2, identity=False,
-                           model="model-a")
+    first = BenchConfig((20.0,), ("avfr", "av1"), ("q8",), max_frames=FRAMES, max_probes=2, identity=False,
+                        model="model-a")
     more = replace(first, avfr_points=("q8", "q6"))
     out, fresh_out = tmp_path / "run", tmp_path / "fresh"
     fresh_out.mkdir()
     (fresh_out / "work").symlink_to(out / "work")  # the same bitstreams: encoders need not be deterministic
-    models = rq.AvfrModels.load(threads=2)
-    evaluator = rq.Evaluator.create(use_identity=False)
+    models = AvfrModels.load(threads=2)
+    evaluator = Evaluator.create(use_identity=False)
 
-    def run(config: rq.BenchConfig, folder: Path) -> tuple[dict, list[str]]:
+    def run(config: BenchConfig, folder: Path) -> tuple[dict, list[str]]:
         ticks: list[str] = []
-        return rq.run_clip(clip, config, folder, models, evaluator, tick=ticks.append), ticks
+        return run_clip(clip, config, folder, models, evaluator, tick=ticks.append), ticks
 
     try:
         _, ticks = run(first, out)
         assert ticks == ["still", "avfr q8", "av1 20"]
 
         # one more point: only it runs, and the clip equals a fresh run's
-        assert [p.name for p in rq.missing_parts(out, clip, more)] == ["avfr-q6"]
+        assert [p.name for p in missing_parts(out, clip, more)] == ["avfr-q6"]
         resumed, ticks = run(more, out)
         assert ticks == ["avfr q6"]
         fresh, _ = run(more, fresh_out)
@@ -81,7 +80,7 @@ def test_bench_resumes_per_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert newer["config_key"] != resumed["config_key"]
 
         # every part saved: no model and no evaluator needed, rows in the usual order
-        subset = rq.run_clip(clip, replace(more, avfr_points=("q6",), model="model-b"), out, None, None)
+        subset = run_clip(clip, replace(more, avfr_points=("q6",), model="model-b"), out, None, None)
         assert subset["rows"] == [newer["rows"][0], newer["rows"][2], newer["rows"][3]]
     finally:
         models.close()

@@ -102,7 +102,7 @@ def test_sender_knows_what_the_far_end_shows(clean_call):
 
 def test_received_frames_look_like_the_clip(clean_call):
     from avfr.codec.data import VideoReader
-    from avfr.sender.encoder import psnr_db
+    from avfr.sender.drift import psnr_db
 
     result, _ = clean_call
     video, _, _ = _clip_paths()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from avfr.benchmarks import anchors, quality
+from avfr.benchmarks import anchors, pixel_metrics
 
 
 def _fake_probe(floor_kbps: float, qp_max: int, calls: list[int]):
@@ -106,16 +106,16 @@ def test_hevc_round_trip_rate_and_quality() -> None:
     yy, xx = np.mgrid[0:256, 0:256]
     frames = np.stack([np.stack([(xx + 3 * k) % 256, yy, (xx + yy) // 2], -1) for k in range(8)]).astype(np.uint8)
     spec = anchors.anchor_specs()["hevc"]
-    ffmpeg = quality.ffmpeg_exe()
+    ffmpeg = pixel_metrics.ffmpeg_exe()
     coarse, fine = anchors.encode(spec, frames, 45, ffmpeg), anchors.encode(spec, frames, 25, ffmpeg)
     assert 0 < coarse.kbps < fine.kbps
     out_c, _ = anchors.decode(spec, coarse.bitstream, len(frames), ffmpeg)
     out_f, _ = anchors.decode(spec, fine.bitstream, len(frames), ffmpeg)
     assert out_c.shape == frames.shape
-    assert quality.psnr_db(out_f, frames) > quality.psnr_db(out_c, frames)
+    assert pixel_metrics.psnr_db(out_f, frames) > pixel_metrics.psnr_db(out_c, frames)
 
 
 def test_missing_encoders() -> None:
     specs = anchors.anchor_specs()
     fake = anchors.AnchorSpec("x", "x", "qp", 0, 1, "yuv420p", "hevc", "hevc", ("-c:v", "libnotanencoder"))
-    assert anchors.missing_encoders([fake, specs["hevc"]], quality.ffmpeg_exe()) == ["libnotanencoder"]
+    assert anchors.missing_encoders([fake, specs["hevc"]], pixel_metrics.ffmpeg_exe()) == ["libnotanencoder"]

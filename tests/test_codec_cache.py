@@ -1,4 +1,5 @@
-"""avfr.codec.data.cache: round trip, bad inputs flagged, incremental re-runs, corrupt entries rebuilt."""
+"""avfr.codec.data.cache, .sources, .preparation, .lookup: round trip, bad inputs flagged, incremental re-runs,
+corrupt entries rebuilt."""
 
 from __future__ import annotations
 

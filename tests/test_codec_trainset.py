@@ -10,6 +10,7 @@ import torch
 
 from avfr.codec.data import ClipArrays, mel_window
 from avfr.codec.train import SILENT_LOG_MEL, AugmentConfig, PairIndex, TrainSet
+from avfr.codec.train.augment import apply_augment
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP_IDS = ("grid_lwbsza", "grid_bbaf2n")  # 3 s each, dev and train, with speech
@@ -83,7 +84,7 @@ def test_augmentation_is_one_draw_per_pair(clips: list[ClipArrays]) -> None:
     idx, draw = ts._draw(4)
     same = PairIndex(clip=idx.clip, source=idx.driving, driving=idx.driving, variant=idx.variant)
     src, drv, _ = ts.batch(same)  # source frame == driving frame
-    aug_src, aug_drv = ts._apply_augment(draw, src, drv)
+    aug_src, aug_drv = apply_augment(draw, src, drv)
     assert torch.equal(aug_src, aug_drv)  # flip, warp and colour identical for both frames of a pair
     assert not torch.equal(aug_src, src)
     for x in (aug_src, aug_drv):
@@ -162,7 +163,7 @@ def test_mouth_boxes_hold_the_lips_and_follow_flip_and_zoom(clips: list[ClipArra
     from avfr.codec.train import box_mask
 
     src, drv, _ = zoomed.batch(idx_z)
-    _, aug = zoomed._apply_augment(draw_z, src, drv)
+    _, aug = apply_augment(draw_z, src, drv)
     before = (drv[:, :3] * box_mask(boxes, 256, 256)).sum((1, 2, 3)) / box_mask(boxes, 256, 256).sum((1, 2, 3))
     after = (aug[:, :3] * box_mask(zb, 256, 256)).sum((1, 2, 3)) / box_mask(zb, 256, 256).sum((1, 2, 3))
     torch.testing.assert_close(after, before, atol=0.02, rtol=0)
@@ -194,7 +195,7 @@ def test_held_keypoint_frames_are_earlier_face_frames_with_the_same_augmentation
     idx2, draw2 = ts2._draw(4)
     frames = ts2.held_frames(idx2, 0.5, 2)
     assert (frames != idx2.driving).any() and (frames == idx2.driving).any()  # this seed holds some, not all
-    expected = ts2._apply_augment(draw2, ts2.images(idx2.clip, frames))[0]
+    expected = apply_augment(draw2, ts2.images(idx2.clip, frames))[0]
     torch.testing.assert_close(kp_img, expected)
     same = frames == idx2.driving
     assert torch.equal(kp_img[same], drv_h[same])

@@ -28,11 +28,13 @@ def test_wheel_holds_only_the_avfr_package(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert top == {"avfr", next(t for t in top if t.endswith(".dist-info"))}
-    for sub in ("proto", "codec", "sender", "receiver", "cli"):
+    for sub in ("proto", "codec", "codec/nets", "codec/data", "codec/train", "codec/runtime", "sender", "receiver",
+                "benchmarks", "cli"):
         assert f"avfr/{sub}/__init__.py" in names
     assert "avfr/models/avfr-small.json" in names  # the shipped weights travel with the package
     assert "avfr/proto/SPEC.md" in names
-    assert not any(n.startswith("avfr/tests/") or n.startswith("avfr/benchmarks/") for n in names)
+    assert "avfr/benchmarks/rate_quality.py" in names  # `avfr-codec bench` is part of the product
+    assert not any(n.startswith("avfr/tests/") or n.startswith("avfr/docs/") for n in names)
 
 
 def test_wheel_installs_and_imports(wheel: Path, tmp_path: Path) -> None:
@@ -41,7 +43,8 @@ def test_wheel_installs_and_imports(wheel: Path, tmp_path: Path) -> None:
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
         check=True,
     )
-    code = "import avfr, avfr.proto, avfr.codec, avfr.cli; print(avfr.__file__, avfr.__version__)"
+    code = ("import avfr, avfr.proto, avfr.codec, avfr.cli, avfr.benchmarks.rate_quality, avfr.codec.runtime.sessions; "
+            "print(avfr.__file__, avfr.__version__)")
     env = {**os.environ, "PYTHONPATH": str(target)}
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True,
                          capture_output=True, text=True)

@@ -20,7 +20,7 @@ from avfr.proto import (
     quantise_keypoints,
     seq_diff,
 )
-from avfr.proto.keypoints import INITIAL_PROBS, NUM_CONTEXTS, PROB_LIMITS
+from avfr.proto.keypoint_coding import INITIAL_PROBS, NUM_CONTEXTS, PROB_LIMITS
 from avfr.proto.synthetic import random_walk_keypoints
 
 SESSION = Session()  # K=10, 25 fps, 8/5 bits, key every 100 frames

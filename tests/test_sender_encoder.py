@@ -107,7 +107,7 @@ def test_refresh_and_error_from_the_peer(clip, model):
 
 
 def test_drift_triggers_a_new_source(clip, model):
-    from avfr.sender.encoder import DRIFT_LAG_FRAMES
+    from avfr.sender.drift import DRIFT_LAG_FRAMES
 
     enc = _encoder(model, drift_check_interval_frames=1, min_refresh_interval_frames=1, drift_threshold_db=3.0)
     enc.start(clip[0])
@@ -224,7 +224,7 @@ def expressive(model):
 
 def test_rate_controller_levels():
     from avfr.proto import KeypointEncoder, Session
-    from avfr.sender.encoder import RATE_LEVELS, KeypointRateController
+    from avfr.sender.rate_control import RATE_LEVELS, KeypointRateController
 
     enc = KeypointEncoder(Session())
     rate = KeypointRateController(BUDGET_BPS, 0.75)

@@ -73,7 +73,7 @@ def write_bundle(clips: Sequence[ClipArrays], out_dir: Path, crf: int = 16,
     """Pack prepared clips into ``out_dir``; returns the bundle's size in bytes.
 
     Args:
-        clips: prepared clips (``avfr.codec.data.cache.load_clips``).
+        clips: prepared clips (``avfr.codec.data.lookup.load_clips``).
         out_dir: created if missing; existing files of the same clips are overwritten.
         crf: libx264 quality of the RGB video (lower = larger, closer to the cache's frames).
         mask_crf: the same for the grey segmentation-mask video (a soft mask: it tolerates more).

@@ -1,4 +1,4 @@
-"""Prepared-clip cache: decoded frames, mediapipe priors and 16 kHz speech, computed once per clip.
+"""Prepared-clip cache: the entry format (one folder per clip), checking entries and opening them.
 
 Layout (one folder per clip, keyed by a content hash of the clip's files + PIPELINE_VERSION)::
 
@@ -11,11 +11,11 @@ Layout (one folder per clip, keyed by a content hash of the clip's files + PIPEL
         meta.json      clip info, statistics and problems found
         complete.json  written last: pipeline version, key and size + sha256 of every file
 
-An entry is built in a temporary sibling folder and renamed into place, so readers never see a
-partial entry and concurrent builders cannot clash. An entry without a valid ``complete.json``, or
-whose files disagree with it (size always; sha256 of small files always, of big files with
-``verify=True``), is rebuilt. Clips that cannot be decoded at all get an entry that records the
-failure, so re-runs skip them until their files change.
+An entry is built in a temporary sibling folder and renamed into place (``avfr.codec.data.preparation``),
+so readers never see a partial entry and concurrent builders cannot clash. An entry without a valid
+``complete.json``, or whose files disagree with it (size always; sha256 of small files always, of big
+files with ``verify=True``), is rebuilt. Clips that cannot be decoded at all get an entry that records
+the failure, so re-runs skip them until their files change.
 
 The cache lives outside the data folder (the shared data is read-only): by default
 ``$XDG_CACHE_HOME/avfr-codec`` or ``~/.cache/avfr-codec``.
@@ -25,36 +25,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import shutil
-import time
-import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from avfr.codec.data.audio import (
-    SAMPLE_RATE,
-    SAMPLES_PER_FRAME,
-    clip_log_mel,
-    decode_audio,
-    fit_length,
-    rms_dbfs,
-    speech_seconds,
-)
-
-logger = logging.getLogger(__name__)
+from avfr.codec.data.audio import clip_log_mel
+from avfr.codec.data.sources import ClipSource
 
 PIPELINE_VERSION = 1  # bump when anything that changes cached content changes
 FRAME_SIZE = 256
 NUM_LANDMARKS = 478
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg")
-SILENCE_DBFS = -60.0  # quieter audio counts as silent
-TRACK_LENGTH_TOLERANCE_SAMPLES = SAMPLES_PER_FRAME  # an mp4's own audio may differ by one frame
-_BIG_FILES = ("frames.npy", "mesh.npy", "mask.npy")
+BIG_FILES = ("frames.npy", "mesh.npy", "mask.npy")
 _SMALL_FILES = ("arrays.npz", "meta.json")
 _MARKER = "complete.json"
 _NPY_HEADER_BYTES = 128
@@ -95,24 +78,6 @@ class ClipArrays:
 
 
 @dataclass(frozen=True)
-class ClipSource:
-    """Where a clip's files are.
-
-    audio_path: a sidecar WAV (sample 0 = first video frame); None means the video's own audio
-    track, if any. expect_audio: the manifest says the clip has speech (plain videos: True).
-    expected_frames: frame count from the manifest, None for plain videos.
-    """
-
-    clip_id: str
-    split: str
-    video_path: Path
-    audio_path: Path | None
-    expect_audio: bool
-    expected_frames: int | None = None
-    from_manifest: bool = False
-
-
-@dataclass(frozen=True)
 class CacheEntry:
     """A valid cache entry: its folder, and the clip's meta.json (statistics and problems)."""
 
@@ -139,81 +104,8 @@ class CacheEntry:
         return bool(self.meta.get("has_audio", False))
 
 
-@dataclass
-class PrepareSummary:
-    """What :func:`prepare` did: valid entries (in clip order), and per-clip outcomes."""
-
-    entries: list[CacheEntry]
-    built: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    rebuilt: list[str] = field(default_factory=list)  # were corrupt or partial
-    missing: dict[str, str] = field(default_factory=dict)  # clip_id -> why it has no entry
-    wall_s: float = 0.0
-
-
 # ---------------------------------------------------------------------------------------------
-# Finding clips
-
-
-def discover_clips(data: str | Path) -> list[ClipSource]:
-    """List the clips of a data folder.
-
-    Args:
-        data: a folder with ``manifest.json`` (clips/<id>.mp4 + <id>.wav, splits), a folder of
-            plain videos (own audio track, or a same-stem .wav beside them), or one video file.
-
-    Returns:
-        Clip sources in manifest / sorted order.
-
-    Raises:
-        FileNotFoundError: ``data`` does not exist.
-        ValueError: unreadable manifest, or no video found.
-    """
-    data = Path(data)
-    if not data.exists():
-        raise FileNotFoundError(f"data not found: {data}")
-    if data.is_file():
-        if data.suffix.lower() not in VIDEO_EXTENSIONS:
-            raise ValueError(f"{data} is not a video ({', '.join(VIDEO_EXTENSIONS)})")
-        return [_plain_source(data)]
-    manifest = data / "manifest.json"
-    if manifest.exists():
-        try:
-            clips = json.loads(manifest.read_text())["clips"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"cannot read {manifest}: {exc}") from exc
-        sources = []
-        for clip in clips:
-            clip_id = str(clip["id"])
-            wav = data / "clips" / f"{clip_id}.wav"
-            has_speech = bool(clip.get("has_speech", wav.exists()))
-            sources.append(
-                ClipSource(
-                    clip_id=clip_id,
-                    split=str(clip.get("split", "")),
-                    video_path=data / "clips" / f"{clip_id}.mp4",
-                    audio_path=wav if (has_speech or wav.exists()) else None,
-                    expect_audio=has_speech,
-                    expected_frames=int(clip["frames"]) if "frames" in clip else None,
-                    from_manifest=True,
-                )
-            )
-        return sources
-    videos = sorted(p for p in data.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-    if not videos:
-        raise ValueError(f"no manifest.json and no videos ({', '.join(VIDEO_EXTENSIONS)}) in {data}")
-    return [_plain_source(p) for p in videos]
-
-
-def _plain_source(video: Path) -> ClipSource:
-    wav = video.with_suffix(".wav")
-    return ClipSource(
-        clip_id=video.stem,
-        split="",
-        video_path=video,
-        audio_path=wav if wav.exists() else None,
-        expect_audio=True,
-    )
+# Entry folders
 
 
 def clip_key(source: ClipSource) -> str:
@@ -245,7 +137,7 @@ def entry_dir(cache_dir: Path, source: ClipSource, key: str) -> Path:
 # Writing
 
 
-class _NpyStreamWriter:
+class NpyStreamWriter:
     """Write a uint8 .npy file item by item, without knowing the item count in advance.
 
     A fixed 128-byte header is reserved and rewritten with the final shape on close; the sha256 of
@@ -309,164 +201,24 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True))
 
 
-def _load_audio(
-    source: ClipSource, num_frames: int, video_start_s: float
-) -> tuple[np.ndarray, bool, list[str]]:
-    """16 kHz mono PCM of exactly ``num_frames * 640`` samples, whether it holds audio, problems."""
-    problems: list[str] = []
-    num_samples = num_frames * SAMPLES_PER_FRAME
-    pcm: np.ndarray | None = None
-    offset = 0
-    tolerance = 0
-    if source.audio_path is not None:
-        if not source.audio_path.exists():
-            problems.append(f"audio missing: {source.audio_path.name} not found")
-        else:
-            try:
-                pcm, _, notes = decode_audio(source.audio_path)
-                problems.extend(notes)
-            except ValueError as exc:
-                problems.append(f"audio unreadable: {exc}")
-    else:
-        try:
-            pcm, audio_start_s, notes = decode_audio(source.video_path)
-            problems.extend(notes)
-            offset = int(round((audio_start_s - video_start_s) * SAMPLE_RATE))
-            tolerance = TRACK_LENGTH_TOLERANCE_SAMPLES
-        except ValueError:
-            if source.expect_audio and not source.from_manifest:
-                problems.append("no audio track")
-    if pcm is None:
-        if source.from_manifest and not source.expect_audio:
-            problems.append("no audio (video-only clip)")
-        return np.zeros(num_samples, np.float32), False, problems
-    available = len(pcm) + offset
-    if abs(available - num_samples) > tolerance:
-        action = "zero-padded" if available < num_samples else "trimmed"
-        problems.append(
-            f"audio length {available / SAMPLE_RATE:.3f} s ({available} samples) != video "
-            f"{num_samples / SAMPLE_RATE:.3f} s ({num_samples}): {action}"
-        )
-    pcm = fit_length(pcm, num_samples, offset)
-    level = rms_dbfs(pcm)
-    if level < SILENCE_DBFS:
-        problems.append(f"audio is silent ({level:.0f} dBFS)")
-        return np.zeros(num_samples, np.float32), False, problems
-    return pcm, True, problems
+def seal_entry(folder: Path, key: str, meta: dict, files: dict[str, dict]) -> None:
+    """Write an entry's meta.json, then its complete.json (last: the entry is whole from then on).
 
-
-def _build_entry(
-    source: ClipSource,
-    key: str,
-    final_dir: Path,
-    extractor: object,
-    on_frame: Callable[[], None] | None = None,
-) -> None:
-    """Decode, run mediapipe, write the entry into a temp folder and rename it to ``final_dir``."""
-    from avfr.codec.data.video import VideoReader  # lazy: av + mediapipe
-
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = final_dir.parent / f".tmp-{final_dir.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp_dir.mkdir()
-    started = time.perf_counter()
-    meta: dict = {
-        "clip_id": source.clip_id,
-        "split": source.split,
-        "key": key,
-        "pipeline_version": PIPELINE_VERSION,
-        "video": source.video_path.name,
-        "audio": source.audio_path.name if source.audio_path else None,
-    }
-    files: dict[str, dict] = {}
-    try:
-        try:
-            reader = VideoReader(source.video_path, size=FRAME_SIZE)
-            writers = {
-                "frames.npy": _NpyStreamWriter(tmp_dir / "frames.npy", (FRAME_SIZE, FRAME_SIZE, 3)),
-                "mesh.npy": _NpyStreamWriter(tmp_dir / "mesh.npy", (FRAME_SIZE, FRAME_SIZE)),
-                "mask.npy": _NpyStreamWriter(tmp_dir / "mask.npy", (FRAME_SIZE, FRAME_SIZE)),
-            }
-            landmarks: list[np.ndarray] = []
-            num_faces: list[int] = []
-            try:
-                for rgb in reader:
-                    priors = extractor(rgb)
-                    writers["frames.npy"].append(rgb)
-                    writers["mesh.npy"].append(priors.mesh)
-                    writers["mask.npy"].append(priors.mask)
-                    landmarks.append(priors.landmarks)
-                    num_faces.append(min(priors.num_faces, 255))
-                    if on_frame is not None:
-                        on_frame()
-            except BaseException:
-                for writer in writers.values():
-                    writer.abort()
-                raise
-            for name, writer in writers.items():
-                files[name] = {"data_sha256": writer.close()}
-        except ValueError as exc:  # unreadable video: record the failure, keep nothing else
-            meta["failed"] = str(exc)
-            meta["problems"] = [f"failed: {exc}"]
-            for name in _BIG_FILES:
-                (tmp_dir / name).unlink(missing_ok=True)
-            files = {}
-        if "failed" not in meta:
-            num_frames = len(landmarks)
-            faces = np.asarray(num_faces, np.uint8)
-            pcm, has_audio, audio_problems = _load_audio(source, num_frames, reader.start_s)
-            np.savez_compressed(
-                tmp_dir / "arrays.npz",
-                landmarks=np.stack(landmarks).astype(np.float32),
-                num_faces=faces,
-                pcm=pcm,
-            )
-            problems = list(reader.problems)
-            if source.expected_frames is not None and source.expected_frames != num_frames:
-                problems.append(f"{num_frames} frames decoded, manifest says {source.expected_frames}")
-            no_face = int((faces == 0).sum())
-            if no_face:
-                problems.append(f"no face in {no_face} of {num_frames} frames (landmarks NaN)")
-            multi = int((faces > 1).sum())
-            if multi:
-                problems.append(f"2 faces in {multi} frames (largest kept)")
-            problems.extend(audio_problems)
-            probe, crop = reader.probe, reader.crop
-            meta.update(
-                num_frames=num_frames,
-                has_audio=has_audio,
-                faces_found=int(num_frames - no_face),
-                multi_face_frames=multi,
-                speech_s=round(speech_seconds(pcm), 2) if has_audio else 0.0,
-                audio_rms_dbfs=round(rms_dbfs(pcm), 1) if has_audio else None,
-                source={
-                    "width": probe.width,
-                    "height": probe.height,
-                    "fps": round(probe.fps, 3),
-                    "frames": reader.source_frames,
-                    "crop": None if crop is None else [crop.x0, crop.y0, crop.side],
-                },
-                problems=problems,
-            )
-            files["arrays.npz"] = {}
-        meta["build_s"] = round(time.perf_counter() - started, 2)
-        _write_json(tmp_dir / "meta.json", meta)
-        files["meta.json"] = {}
-        for name, info in files.items():
-            path = tmp_dir / name
-            info["size"] = path.stat().st_size
-            if name in _SMALL_FILES:
-                info["sha256"] = _sha256_file(path)
-        _write_json(tmp_dir / _MARKER, {"pipeline_version": PIPELINE_VERSION, "key": key, "files": files})
-        try:
-            os.rename(tmp_dir, final_dir)
-        except OSError:  # another process finished the same entry first
-            if check_entry(final_dir) is not None:
-                raise
-            logger.debug("%s was built concurrently; keeping the other copy", final_dir.name)
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+    Args:
+        folder: the entry's folder, holding the files named in ``files``.
+        key: :func:`clip_key` of the clip.
+        meta: clip info, statistics and problems.
+        files: file name -> record (``{"data_sha256": ...}`` for the big arrays, ``{}`` otherwise); meta.json,
+            the sizes and the sha256 of the small files are added in place.
+    """
+    _write_json(folder / "meta.json", meta)
+    files["meta.json"] = {}
+    for name, info in files.items():
+        path = folder / name
+        info["size"] = path.stat().st_size
+        if name in _SMALL_FILES:
+            info["sha256"] = _sha256_file(path)
+    _write_json(folder / _MARKER, {"pipeline_version": PIPELINE_VERSION, "key": key, "files": files})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,7 +250,7 @@ def check_entry(path: Path, verify: bool = False) -> str | None:
             return f"{name} has {file.stat().st_size} bytes, expected {rec.get('size')}"
         if "sha256" in rec and _sha256_file(file) != rec["sha256"]:
             return f"{name} checksum mismatch"
-        if name in _BIG_FILES:
+        if name in BIG_FILES:
             try:
                 array = np.load(file, mmap_mode="r")
             except (ValueError, OSError) as exc:
@@ -510,7 +262,8 @@ def check_entry(path: Path, verify: bool = False) -> str | None:
     return None
 
 
-def _read_entry(path: Path, source: ClipSource) -> CacheEntry:
+def read_entry(path: Path, source: ClipSource) -> CacheEntry:
+    """The :class:`CacheEntry` of a valid entry folder (reads its meta.json)."""
     meta = json.loads((path / "meta.json").read_text())
     return CacheEntry(clip_id=source.clip_id, split=source.split, path=path, meta=meta)
 
@@ -540,193 +293,3 @@ def open_clip(entry: CacheEntry) -> ClipArrays:
         mel=clip_log_mel(pcm),
         problems=entry.problems,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Preparing
-
-
-def prepare(
-    data: str | Path,
-    cache_dir: str | Path | None = None,
-    split: str | None = None,
-    verify: bool = False,
-    force: bool = False,
-    progress: bool = True,
-    sources: Sequence[ClipSource] | None = None,
-) -> PrepareSummary:
-    """Build the cache entries of a data folder (incremental: valid entries are skipped).
-
-    Args:
-        data: see :func:`discover_clips`.
-        cache_dir: cache root (default :func:`default_cache_dir`).
-        split: only clips of this split.
-        verify: checksum the big arrays of existing entries too.
-        force: rebuild every entry.
-        progress: show a tqdm bar (frames).
-        sources: use these clips instead of discovering them.
-
-    Returns:
-        PrepareSummary; clips that could not be hashed (missing video) are in ``missing``.
-
-    Raises:
-        FileNotFoundError / ValueError: see :func:`discover_clips`.
-    """
-    started = time.perf_counter()
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if sources is None:
-        sources = discover_clips(data)
-    if split is not None:
-        sources = [s for s in sources if s.split == split]
-    summary = PrepareSummary(entries=[])
-    todo: list[tuple[int, ClipSource, str, Path, bool]] = []
-    found: dict[int, CacheEntry] = {}
-    for index, source in enumerate(sources):
-        try:
-            key = clip_key(source)
-        except FileNotFoundError as exc:
-            summary.missing[source.clip_id] = str(exc)
-            continue
-        path = entry_dir(cache_dir, source, key)
-        reason = "forced" if force else check_entry(path, verify=verify)
-        if reason is None:
-            found[index] = _read_entry(path, source)
-            summary.skipped.append(source.clip_id)
-            continue
-        if path.exists():
-            logger.warning("cache entry %s is unusable (%s): rebuilding", path.name, reason)
-            shutil.rmtree(path, ignore_errors=True)
-        todo.append((index, source, key, path, reason != "missing"))
-    if todo:
-        from tqdm import tqdm  # lazy
-
-        from avfr.codec.data.priors import PriorExtractor  # lazy: mediapipe
-
-        total = sum(_estimate_frames(source) for _, source, _, _, _ in todo)
-        with PriorExtractor() as extractor, tqdm(
-            total=total, unit="frame", desc="data prepare", disable=not progress, dynamic_ncols=True
-        ) as bar:
-            for index, source, key, path, rebuilt in todo:
-                bar.set_postfix_str(source.clip_id)
-                try:
-                    _build_entry(source, key, path, extractor, on_frame=lambda: bar.update(1))
-                except Exception as exc:  # one bad clip must not stop the others
-                    logger.error("%s: preparing failed: %s", source.clip_id, exc, exc_info=True)
-                    summary.missing[source.clip_id] = f"preparing failed: {type(exc).__name__}: {exc}"
-                    continue
-                found[index] = _read_entry(path, source)
-                (summary.rebuilt if rebuilt else summary.built).append(source.clip_id)
-    summary.entries = [found[i] for i in sorted(found)]
-    summary.wall_s = time.perf_counter() - started
-    return summary
-
-
-def _estimate_frames(source: ClipSource) -> int:
-    """Output frames expected for the progress bar (0 when unknown)."""
-    if source.expected_frames is not None:
-        return source.expected_frames
-    try:
-        from avfr.codec.data.video import probe_video
-
-        probe = probe_video(source.video_path)
-        return int(round(probe.num_frames / max(probe.fps, 1e-3) * 25)) if probe.num_frames else 0
-    except (FileNotFoundError, ValueError):
-        return 0
-
-
-def cached_entries(
-    data_dir: str | Path, cache_dir: str | Path | None = None, split: str | None = None
-) -> tuple[list[CacheEntry], dict[str, str]]:
-    """Look up a data folder's cache entries without building anything.
-
-    Args:
-        data_dir: see :func:`discover_clips`.
-        cache_dir: cache root (default :func:`default_cache_dir`).
-        split: only clips of this split (None: all).
-
-    Returns:
-        (valid entries in clip order, failed clips included; clip_id -> why it has no valid entry).
-    """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    sources = discover_clips(data_dir)
-    if split is not None:
-        sources = [s for s in sources if s.split == split]
-    entries: list[CacheEntry] = []
-    missing: dict[str, str] = {}
-    for source in sources:
-        try:
-            path = entry_dir(cache_dir, source, clip_key(source))
-        except FileNotFoundError as exc:
-            missing[source.clip_id] = str(exc)
-            continue
-        reason = check_entry(path)
-        if reason is None:
-            entries.append(_read_entry(path, source))
-        else:
-            missing[source.clip_id] = f"no valid cache entry ({reason})"
-    return entries, missing
-
-
-def find_entries(
-    data_dir: str | Path,
-    cache_dir: str | Path | None = None,
-    split: str | None = None,
-    prepare_missing: bool = True,
-    progress: bool = False,
-) -> list[CacheEntry]:
-    """Valid cache entries of a data folder (failed clips included; see ``CacheEntry.failed``).
-
-    Args:
-        data_dir: see :func:`discover_clips`.
-        cache_dir: cache root (default :func:`default_cache_dir`).
-        split: "train", "dev", "" (plain videos) or None for all.
-        prepare_missing: build missing entries (needs av + mediapipe); otherwise raise.
-        progress: progress bar while preparing.
-
-    Raises:
-        FileNotFoundError: a clip is not prepared and ``prepare_missing`` is False.
-    """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    entries, missing = cached_entries(data_dir, cache_dir, split)
-    if missing:
-        if not prepare_missing:
-            first = next(iter(missing))
-            raise FileNotFoundError(
-                f"{len(missing)} clips of {data_dir} are not prepared in {cache_dir} "
-                f"(e.g. {first}: {missing[first]}): "
-                f"run `avfr-codec data prepare {data_dir} --cache {cache_dir}`"
-            )
-        summary = prepare(data_dir, cache_dir, split=split, progress=progress)
-        for clip_id, why in summary.missing.items():
-            logger.warning("skipping %s: %s", clip_id, why)
-        entries = summary.entries
-    return entries
-
-
-def load_clips(
-    data_dir: str | Path,
-    cache_dir: str | Path | None = None,
-    split: str | None = None,
-    prepare_missing: bool = True,
-) -> list[ClipArrays]:
-    """Prepared clips of a data folder, frames/mesh/mask memory-mapped.
-
-    Clips that could not be prepared at all (unreadable video) are skipped with a warning.
-
-    Args:
-        data_dir: folder with manifest.json, folder of videos, or one video.
-        cache_dir: cache root (default :func:`default_cache_dir`).
-        split: "train", "dev", "" (plain videos) or None for all.
-        prepare_missing: prepare missing entries first (needs av + mediapipe); otherwise raise a
-            FileNotFoundError telling to run ``avfr-codec data prepare``.
-
-    Returns:
-        list of ClipArrays in clip order.
-    """
-    clips = []
-    for entry in find_entries(data_dir, cache_dir, split, prepare_missing):
-        if entry.failed:
-            logger.warning("skipping %s: %s", entry.clip_id, entry.failed)
-            continue
-        clips.append(open_clip(entry))
-    return clips

@@ -27,7 +27,8 @@ from avfr.codec.data.audio import (
     opus_roundtrip,
     window_bounds,
 )
-from avfr.codec.data.cache import CacheEntry, find_entries
+from avfr.codec.data.cache import CacheEntry
+from avfr.codec.data.lookup import find_entries
 from avfr.codec.data.priors import five_channel
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class TalkingHeadDataset(Dataset):
     """Pairs (source, driving) of one clip with the driving frame's audio window.
 
     Args:
-        entries: cache entries (see ``avfr.codec.data.cache.find_entries``); failed clips are skipped.
+        entries: cache entries (see ``avfr.codec.data.lookup.find_entries``); failed clips are skipped.
         causal: past-only audio window instead of the centred one.
         require_face: use only frames where mediapipe found a face (for Fs and Fd).
         seed: base seed of the source-frame and augmentation choices.

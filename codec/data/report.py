@@ -11,7 +11,7 @@ def format_report(entries: Sequence[CacheEntry], missing: Mapping[str, str] | No
     """Render the data report.
 
     Args:
-        entries: cache entries (see ``avfr.codec.data.cache.prepare``), failed clips included.
+        entries: cache entries (see ``avfr.codec.data.preparation.prepare``), failed clips included.
         missing: clip_id -> why the clip has no entry at all (e.g. its video is missing).
 
     Returns:

@@ -1,5 +1,5 @@
-"""avfr.codec.train: the training loop, its checkpoints and validation, sampling of training pairs, losses and
-validation metrics.
+"""avfr.codec.train: the training loop with its settings, networks, checkpoints and validation; sampling and
+augmentation of training pairs (with their Opus mels), losses and validation metrics.
 
 Imports ``avfr.codec.nets`` and ``avfr.codec.data``, never ``avfr.codec.runtime``.
 """
@@ -7,15 +7,16 @@ Imports ``avfr.codec.nets`` and ``avfr.codec.data``, never ``avfr.codec.runtime`
 from avfr import lazy_exports
 
 _EXPORTS: dict[str, str] = {
-    "BEST_CKPT": "loop",
-    "LAST_CKPT": "loop",
-    "LOG_CSV": "loop",
-    "TrainConfig": "loop",
-    "VAL_CSV": "loop",
-    "load_checkpoint": "loop",
-    "lr_factor": "loop",
-    "model_from_checkpoint": "loop",
-    "snapshot_name": "loop",
+    "AugmentConfig": "augment",
+    "BEST_CKPT": "checkpoint",
+    "LAST_CKPT": "checkpoint",
+    "LOG_CSV": "checkpoint",
+    "VAL_CSV": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "model_from_checkpoint": "checkpoint",
+    "snapshot_name": "checkpoint",
+    "TrainConfig": "config",
+    "lr_factor": "config",
     "train": "loop",
     "DiscriminatorLoss": "losses",
     "GeneratorLoss": "losses",
@@ -25,11 +26,10 @@ _EXPORTS: dict[str, str] = {
     "masked_l1": "losses",
     "multiscale_ssim_loss": "losses",
     "ssim": "losses",
+    "OPUS_BITRATES_BPS": "mels",
+    "SILENT_LOG_MEL": "mels",
     "pixel_metrics": "metrics",
-    "AugmentConfig": "trainset",
-    "OPUS_BITRATES_BPS": "trainset",
     "PairIndex": "trainset",
-    "SILENT_LOG_MEL": "trainset",
     "TrainSet": "trainset",
 }
 __all__ = sorted(_EXPORTS)

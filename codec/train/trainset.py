@@ -12,16 +12,10 @@ A batch is ``(source5, driving5, mel)``:
   of a pair come from the same clip, are distinct frames with a face found in both, and get the *same*
   augmentation (flip, scale/shift via ``grid_sample``; colour jitter on RGB only);
 - ``mel``: (B, 1, 80, 19) float32 log-mel window of the driving frame, cut from the clip-level mel on the
-  fixed grid of ``avfr.codec.data.audio`` (centred: columns [4i+10, 4i+29); causal: [4i, 4i+19)).
+  fixed grid of ``avfr.codec.data.audio`` (centred: columns [4i+10, 4i+29); causal: [4i, 4i+19)); clean, or
+  a real Opus round trip (see :mod:`avfr.codec.train.mels`; silent for clips without audio).
 
-Audio augmentation is a real Opus encode/decode: per clip, the mel of ``opus_roundtrip(pcm, bitrate)`` at
-each of ``OPUS_BITRATES_BPS`` is computed once when the set is built (or passed in, e.g. from a training
-bundle) and each sample picks one at random (the receiver only ever hears Opus-decoded speech). Variant 0
-is always the clean mel.
-
-Clips without audio (and every clip when ``use_audio=False``) get the *silent* mel: ``log(1e-5)``
-everywhere, exactly what ``clip_log_mel`` gives for digital silence, so the network sees the same input
-for "no speech" at training and at call time.
+The augmentation itself lives in :mod:`avfr.codec.train.augment`.
 
 All randomness comes from one CPU ``torch.Generator`` per set (``state_dict`` / ``load_state_dict`` for
 exact resume); the draws happen in a fixed order and number whatever the augmentation settings, so two
@@ -38,39 +32,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from avfr.codec.data import LIP_LANDMARKS, ClipArrays, mouth_shape
+from avfr.codec.train.augment import AugmentConfig, AugmentDraw, apply_augment, augment_boxes, augment_draw
+from avfr.codec.train.mels import CENTRED_COL_OFFSET, MEL_COLS_PER_FRAME, MEL_WINDOW_COLS, OPUS_BITRATES_BPS, stack_mels
 
 log = logging.getLogger(__name__)
-
-OPUS_BITRATES_BPS: tuple[int, ...] = (8000, 12000, 16000)
-MEL_BINS = 80
-MEL_WINDOW_COLS = 19  # columns of one 200 ms window
-MEL_COLS_PER_FRAME = 4  # 640 samples per video frame / hop 160
-CENTRED_COL_OFFSET = 10  # centred window of frame i starts at column 4i + 10
-SILENT_LOG_MEL = float(np.log(np.float32(1e-5)))  # log(max(mel, 1e-5)) of digital silence
-_LUMA = (0.299, 0.587, 0.114)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """On-device augmentation; every pair gets one draw applied to source and driving alike.
-
-    Factors are drawn uniformly in [1 - x, 1 + x]; ``hue_deg`` rotates RGB about the grey axis by up to
-    that many degrees; ``scale`` and ``shift_frac`` (fraction of the image side) drive one affine warp
-    of all five channels.
-    """
-
-    flip_prob: float = 0.5
-    brightness: float = 0.15
-    contrast: float = 0.15
-    saturation: float = 0.15
-    hue_deg: float = 6.0
-    scale: float = 0.05
-    shift_frac: float = 0.04
-    opus_prob: float = 1.0  # share of samples whose mel is an Opus round trip (else clean)
 
 
 @dataclass(frozen=True)
@@ -94,37 +62,6 @@ class TrainBatch:
     kp_image: Tensor  # (B, 5, H, W) the frame the driving keypoints come from (the driving frame unless held)
     held_frames: Tensor  # (B, 1) float32 driving minus keypoint frame index (0 = not held)
     mouth_shape: Tensor  # (B, 3) float32 ``mouth_measures`` of the driving frame (NaN without a face)
-
-
-@dataclass(frozen=True)
-class _AugmentDraw:
-    """Per-pair augmentation parameters (all (B,) or (B, 2) float32 CPU tensors)."""
-
-    flip: Tensor  # bool
-    brightness: Tensor
-    contrast: Tensor
-    saturation: Tensor
-    hue_rad: Tensor
-    scale: Tensor
-    shift: Tensor  # (B, 2) in normalised [-1, 1] units
-
-
-def opus_log_mels(pcm: np.ndarray, bitrates_bps: Sequence[int]) -> list[np.ndarray]:
-    """Clip-level log-mels of the speech after a real Opus round trip at each bitrate.
-
-    Args:
-        pcm: float32 (T*640,) mono 16 kHz in [-1, 1].
-        bitrates_bps: Opus bitrates in bit/s.
-
-    Returns:
-        One float32 (80, 4T+29) log-mel per bitrate.
-
-    Raises:
-        ImportError: the Opus codec (PyAV) is not available; pass precomputed mels instead.
-    """
-    from avfr.codec.data import clip_log_mel, opus_roundtrip
-
-    return [clip_log_mel(opus_roundtrip(pcm, int(bps))).astype(np.float32) for bps in bitrates_bps]
 
 
 MOUTH_MARGIN = 0.25  # mouth box widened by this fraction of its size on every side
@@ -154,7 +91,7 @@ class TrainSet:
 
     def __init__(self, clips: Sequence[ClipArrays], device: torch.device | str = "cpu", *, seed: int = 0,
                  causal: bool = False, use_audio: bool = True, use_priors: bool = True,
-                 augment: AugmentConfig | None = AugmentConfig(),
+                 augment: AugmentConfig | None = AugmentConfig(),  # noqa: B008 - a frozen dataclass
                  opus_mels: Mapping[str, Sequence[np.ndarray]] | None = None,
                  opus_bitrates_bps: Sequence[int] = OPUS_BITRATES_BPS,
                  clip_weighting: str = "sqrt") -> None:
@@ -192,46 +129,15 @@ class TrainSet:
             raise ValueError(f"clip_weighting {clip_weighting!r}: expected one of {sorted(weights)}")
         self._clip_w = torch.from_numpy(weights[clip_weighting])
 
-        self._build_mels(usable, opus_mels, opus_bitrates_bps)
+        self.variant_names: tuple[str, ...]  # "clean", "opus<bps>", ...: mel variants, 0 = clean
+        self.variant_names, self._mel_off, self._mel = stack_mels(usable, self.use_audio, opus_mels,
+                                                                  opus_bitrates_bps, self.device)
         self._build_images(usable)
         log.info("TrainSet: %d clips, %d frames (%d with a face), %d mel variants, on %s",
                  len(usable), int(self.num_frames.sum()), int(counts.sum()), len(self.variant_names),
                  self.device)
 
     # ------------------------------------------------------------------ building
-
-    def _build_mels(self, clips: Sequence[ClipArrays], opus_mels: Mapping[str, Sequence[np.ndarray]] | None,
-                    bitrates_bps: Sequence[int]) -> None:
-        """Stack every clip's mel variants into one (V, sum M, 80) float32 tensor on the device."""
-        n_opus = len(bitrates_bps)
-        self.variant_names: tuple[str, ...] = ("clean", *(f"opus{int(b)}" for b in bitrates_bps))
-        per_clip = []
-        for clip in clips:
-            t = clip.frames.shape[0]
-            n_cols = MEL_COLS_PER_FRAME * t + 29
-            silent = np.full((MEL_BINS, n_cols), SILENT_LOG_MEL, np.float32)
-            if not (self.use_audio and clip.has_audio):
-                per_clip.append([silent] * (1 + n_opus))
-                continue
-            if clip.mel.shape != (MEL_BINS, n_cols):
-                raise ValueError(f"clip {clip.clip_id}: mel {clip.mel.shape}, expected {(MEL_BINS, n_cols)}")
-            if opus_mels is not None:
-                variants = list(opus_mels.get(clip.clip_id, ()))
-                if len(variants) != n_opus:
-                    raise ValueError(f"clip {clip.clip_id}: {len(variants)} Opus mels given, "
-                                     f"expected {n_opus}")
-            else:
-                variants = opus_log_mels(np.asarray(clip.pcm, np.float32), bitrates_bps)
-            for v in variants:
-                if v.shape != clip.mel.shape:
-                    raise ValueError(f"clip {clip.clip_id}: Opus mel {v.shape}, expected {clip.mel.shape}")
-            per_clip.append([np.asarray(clip.mel, np.float32),
-                             *(np.asarray(v, np.float32) for v in variants)])
-        cols = np.array([m[0].shape[1] for m in per_clip], np.int64)
-        self._mel_off = torch.from_numpy(np.concatenate([[0], np.cumsum(cols)[:-1]]).astype(np.int64))
-        mel = np.stack([np.concatenate([m[v] for m in per_clip], axis=1) for v in range(1 + n_opus)])
-        # (V, 80, sum M) -> (V, sum M, 80) so a window is a gather of 19 rows
-        self._mel = torch.from_numpy(np.ascontiguousarray(mel.transpose(0, 2, 1))).to(self.device)
 
     def _build_images(self, clips: Sequence[ClipArrays]) -> None:
         """Keep frames and priors: one (N, C, H, W) uint8 device tensor on CUDA, the clips' arrays on CPU."""
@@ -269,7 +175,7 @@ class TrainSet:
 
     # ------------------------------------------------------------------ sampling
 
-    def _draw(self, batch_size: int) -> tuple[PairIndex, _AugmentDraw]:
+    def _draw(self, batch_size: int) -> tuple[PairIndex, AugmentDraw]:
         """Draw pairs and augmentation parameters (always the same number of draws, in a fixed order)."""
         g, b = self.generator, batch_size
         clip = torch.multinomial(self._clip_w, b, replacement=True, generator=g)  # (B,)
@@ -283,19 +189,12 @@ class TrainSet:
         a = self.augment
         if a is None:
             variant = torch.zeros(b, dtype=torch.int64)
-            a = AugmentConfig(flip_prob=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue_deg=0.0,
-                              scale=0.0, shift_frac=0.0, opus_prob=0.0)
         else:
             use_opus = (opus_coin < a.opus_prob) & (len(self.variant_names) > 1)
             variant = torch.where(use_opus, opus_pick, torch.zeros_like(opus_pick))
         idx = PairIndex(clip=clip, source=self._valid[self._valid_off[clip] + s],
                         driving=self._valid[self._valid_off[clip] + d], variant=variant)
-        draw = _AugmentDraw(
-            flip=(u[:, 0] + 1) / 2 < a.flip_prob,
-            brightness=1 + a.brightness * u[:, 1], contrast=1 + a.contrast * u[:, 2],
-            saturation=1 + a.saturation * u[:, 3], hue_rad=math.radians(a.hue_deg) * u[:, 4],
-            scale=1 + a.scale * u[:, 5], shift=2 * a.shift_frac * u[:, 6:8])
-        return idx, draw
+        return idx, augment_draw(a, u)
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
         """A random augmented batch: source5, driving5 (B, 5, H, W) in [0, 1], mel (B, 1, 80, 19)."""
@@ -330,7 +229,7 @@ class TrainSet:
             src, drv, mel = self.batch(idx)
             kp_img = self.images(idx.clip, frames)
             if self.augment is not None:
-                src, drv, kp_img = self._apply_augment(draw, src, drv, kp_img)
+                src, drv, kp_img = apply_augment(draw, src, drv, kp_img)
         held = (idx.driving - frames).float()[:, None].to(self.device)
         return TrainBatch(src, drv, mel, self.mouth_boxes(idx, draw).to(self.device), kp_img, held,
                           self.mouth_measures(idx).to(self.device))
@@ -362,7 +261,7 @@ class TrainSet:
             out[k] = int(faces[max(pos - int(lag[k]), 0)])
         return out
 
-    def mouth_boxes(self, idx: PairIndex, draw: _AugmentDraw | None = None) -> Tensor:
+    def mouth_boxes(self, idx: PairIndex, draw: AugmentDraw | None = None) -> Tensor:
         """Bounding boxes of the lip landmarks of the driving frames, widened by ``MOUTH_MARGIN``.
 
         Args:
@@ -387,25 +286,18 @@ class TrainSet:
         out = torch.from_numpy(boxes)
         if draw is None or self.augment is None:
             return out
-        flip = draw.flip.bool()
-        x0 = torch.where(flip, -out[:, 2], out[:, 0])
-        x1 = torch.where(flip, -out[:, 0], out[:, 2])
-        out = torch.stack([x0, out[:, 1], x1, out[:, 3]], 1)
-        # the augmentation's output point p samples the input at q = p / scale + shift: p = (q - shift) * scale
-        scale = draw.scale.float()[:, None]
-        shift = draw.shift.float().repeat(1, 2)  # (B, 4) as (sx, sy, sx, sy)
-        return (out - shift) * scale
+        return augment_boxes(out, draw)
 
     def sample_indexed(self, batch_size: int) -> tuple[PairIndex, Tensor, Tensor, Tensor]:
         """Like ``sample`` but also returns which pairs were drawn."""
         idx, draw = self._draw(batch_size)
         return (idx, *self._augmented_batch(idx, draw))
 
-    def _augmented_batch(self, idx: PairIndex, draw: _AugmentDraw) -> tuple[Tensor, Tensor, Tensor]:
+    def _augmented_batch(self, idx: PairIndex, draw: AugmentDraw) -> tuple[Tensor, Tensor, Tensor]:
         """``batch(idx)`` with the draw's augmentation applied (when the set augments)."""
         src, drv, mel = self.batch(idx)
         if self.augment is not None:
-            src, drv = self._apply_augment(draw, src, drv)
+            src, drv = apply_augment(draw, src, drv)
         return src, drv, mel
 
     def batch(self, idx: PairIndex) -> tuple[Tensor, Tensor, Tensor]:
@@ -476,68 +368,3 @@ class TrainSet:
     def default_val_variant(self) -> int:
         """The mel variant validation uses: the highest-bitrate Opus round trip (clean if none)."""
         return len(self.variant_names) - 1
-
-    # ------------------------------------------------------------------ augmentation
-
-    def _apply_augment(self, draw: _AugmentDraw, *images: Tensor) -> tuple[Tensor, ...]:
-        """Apply one draw per pair to every image batch alike (all five channels warped, RGB jittered).
-
-        Args:
-            draw: the batch's augmentation parameters.
-            images: (B, 5, H, W) batches of the same pairs (source, driving, ...).
-
-        Returns:
-            the augmented batches, in order.
-        """
-        b = images[0].shape[0]
-        dev = images[0].device
-        n = len(images)
-
-        def twice(t: Tensor) -> Tensor:  # (B, ...) -> (nB, ...) on the device
-            return torch.cat([t] * n, 0).to(dev)
-
-        x = torch.cat(images, 0)  # (nB, 5, H, W)
-        flip = twice(draw.flip)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        # affine: output pixel p samples input at p / scale + shift (zoom in for scale > 1)
-        inv = 1.0 / twice(draw.scale)  # (nB,)
-        shift = twice(draw.shift)  # (nB, 2)
-        zero = torch.zeros_like(inv)
-        theta = torch.stack([torch.stack([inv, zero, shift[:, 0]], -1),
-                             torch.stack([zero, inv, shift[:, 1]], -1)], 1)  # (nB, 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (nB, H, W, 2)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        rgb = _colour_jitter(x[:, :3], twice(draw.brightness), twice(draw.contrast), twice(draw.saturation),
-                             twice(draw.hue_rad))
-        x = torch.cat([rgb, x[:, 3:].clamp(0, 1)], 1)
-        return tuple(x[k * b:(k + 1) * b] for k in range(n))
-
-
-def _colour_jitter(rgb: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor,
-                   hue_rad: Tensor) -> Tensor:
-    """Brightness, contrast, saturation and a hue rotation about the grey axis.
-
-    Args:
-        rgb: (N, 3, H, W) in [0, 1].
-        brightness, contrast, saturation: (N,) factors (1 = unchanged).
-        hue_rad: (N,) rotation angle in radians.
-
-    Returns:
-        (N, 3, H, W) in [0, 1].
-    """
-    luma = torch.tensor(_LUMA, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
-    x = rgb * brightness.view(-1, 1, 1, 1)
-    mean = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # (N, 1, 1, 1) mean grey
-    x = (x - mean) * contrast.view(-1, 1, 1, 1) + mean
-    grey = (x * luma).sum(1, keepdim=True)  # (N, 1, H, W)
-    x = (x - grey) * saturation.view(-1, 1, 1, 1) + grey
-    # Rodrigues rotation about k = (1, 1, 1) / sqrt(3): R = cos I + sin [k]x + (1 - cos) k k^T
-    cos, sin = torch.cos(hue_rad), torch.sin(hue_rad)  # (N,)
-    k = 1.0 / math.sqrt(3.0)
-    eye = torch.eye(3, device=rgb.device, dtype=rgb.dtype)
-    cross = torch.tensor([[0.0, -k, k], [k, 0.0, -k], [-k, k, 0.0]], device=rgb.device, dtype=rgb.dtype)
-    outer = torch.full((3, 3), k * k, device=rgb.device, dtype=rgb.dtype)
-    rot = (cos.view(-1, 1, 1) * eye + sin.view(-1, 1, 1) * cross
-           + (1 - cos).view(-1, 1, 1) * outer)  # (N, 3, 3)
-    x = torch.einsum("nij,njhw->nihw", rot, x)
-    return x.clamp(0.0, 1.0)

@@ -1,0 +1,88 @@
+"""The `Encoder`'s data types: `EncoderConfig` (sender settings), `EncoderStats` (counters of one outgoing
+call) and `OutMessage` (one message for one of the two data channels of proto/SPEC.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["EncoderConfig", "EncoderStats", "OutMessage"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Sender settings (the stream's parameters travel in the Hello).
+
+    Attributes:
+        kp_bits, jac_bits, jac_abs_max: keypoint quantisation. Defaults from benchmarks/bench_quant.py on the
+            trained model's keypoints of the 7 dev clips: 7/6 bits with 0.75-step keypoint hysteresis cost
+            1.93 kbit/s and 1.06 dB PSNR (vs. float keypoints); the proto's 8/5 cost 2.07 kbit/s and
+            2.45 dB (the jacobians need the bits, the keypoints less).
+        key_interval_frames: a KEY packet at least this often.
+        kp_hysteresis_steps: keypoint level hysteresis of the keypoint encoder (0.5: plain rounding; 0.75
+            saves 0.07 kbit/s for 0.04 dB at 7/6 bits); the rate controller's level 0.
+        keypoint_budget_bps: keypoint stream budget of the rate controller (0: off, the stream is coded
+            at kp_hysteresis_steps throughout). See `KeypointRateController`.
+        rate_window_packets: keypoint packets in the rate controller's sliding window (25 = 1 s).
+        audio_bitrate_bps: Opus target bitrate, 6000..16000 for speech.
+        causal_window: announce the causal (past-only) audio window.
+        threads: onnxruntime intra-op threads per graph.
+        drift_check_interval_frames: frames between drift checks (0: off).
+        drift_threshold_db: PSNR drop (vs. right after the last source change) that triggers a refresh.
+        min_refresh_interval_frames: at least this many frames between automatic refreshes.
+        source_quality: WebP quality of the source image.
+        ts0_90k: media timestamp of frame 0 (uint32).
+        first_seq: seq of the first keypoint packet.
+    """
+
+    kp_bits: int = 7
+    jac_bits: int = 6
+    jac_abs_max: float = 4.0
+    key_interval_frames: int = 100
+    kp_hysteresis_steps: float = 0.75
+    keypoint_budget_bps: int = 2000
+    rate_window_packets: int = 25
+    audio_bitrate_bps: int = 12_000
+    causal_window: bool = False
+    threads: int = 1
+    drift_check_interval_frames: int = 25
+    drift_threshold_db: float = 3.0
+    min_refresh_interval_frames: int = 125
+    source_quality: int = 90
+    ts0_90k: int = 0
+    first_seq: int = 0
+
+
+@dataclass
+class EncoderStats:
+    """Counters of one outgoing call (bytes are message bytes, data-channel framing excluded)."""
+
+    frames: int = 0
+    no_face_frames: int = 0
+    held_frames: int = 0  # frames sent as holds because the sender was behind real time
+    keypoint_packets: int = 0
+    keypoint_bytes: int = 0
+    kp_hysteresis_steps: float = float("nan")  # rate control: hysteresis of the next packet, in steps
+    jac_hysteresis_steps: float = float("nan")
+    rate_level: int = 0  # rate control: index into RATE_LEVELS (0: finest)
+    rate_held_frames: int = 0  # frames the rate control sent as repeats of the last levels
+    keypoint_window_bps: float = 0.0  # keypoint bits of the last rate window, per second
+    audio_packets: int = 0
+    audio_bytes: int = 0
+    source_images: int = 0
+    source_bytes: int = 0
+    refreshes: int = 0  # source images re-sent (drift, request or forced)
+    keys_requested: int = 0
+    drift_checks: int = 0
+    last_drift_psnr_db: float = float("nan")
+    priors_ms: float = 0.0  # total time in mediapipe
+    keypoints_ms: float = 0.0  # total time in the keypoint graph
+    drift_ms: float = 0.0  # total time in the replica generator
+    refused: str = ""  # the peer's Error text when it refused the call
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    """One message to send: `channel` is CONTROL_CHANNEL_LABEL or MEDIA_CHANNEL_LABEL."""
+
+    channel: str
+    data: bytes = field(repr=False)

@@ -1,0 +1,132 @@
+"""`DriftMonitor`: the sender's replica of the receiver's picture, and when to send a fresh source image.
+
+The sender runs the receiver graph on what it sent (the dequantised keypoints the far end decodes, the
+source image it holds, the mel window of the Opus-decoded speech it hears) every
+`drift_check_interval_frames` frames, for the frame DRIFT_LAG_FRAMES back (once that frame's audio window
+is coded). Without loss this is bit-exactly the far end's picture (`last_replica`). It measures the PSNR
+of that picture against the camera frame and asks for a fresh source image (the current frame) when the
+PSNR falls `drift_threshold_db` below its value right after the last source change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from avfr.codec.data import SAMPLES_PER_FRAME, log_mel_window, pcm_window
+from avfr.codec.runtime import OpusDecoder, ReceiverModel, source_input
+from avfr.sender.config import EncoderConfig
+
+__all__ = ["DRIFT_LAG_FRAMES", "DriftMonitor", "DriftReading", "psnr_db"]
+
+logger = logging.getLogger(__name__)
+
+DRIFT_LAG_FRAMES = 4  # the drift check renders the frame 160 ms back, once its whole audio window was coded
+REPLICA_PCM_SAMPLES = 8 * 16_000  # the replica keeps the last 8 s of decoded speech
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two uint8 images in dB (100 for identical images)."""
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return 100.0 if mse <= 1e-10 else 10.0 * np.log10(255.0**2 / mse)
+
+
+@dataclass(frozen=True)
+class DriftReading:
+    """One drift check: the frame rendered, its PSNR vs. the camera, the time it took, the verdict."""
+
+    index: int  # the frame rendered (DRIFT_LAG_FRAMES back)
+    psnr_db: float
+    elapsed_ms: float  # replica audio + receiver graph + PSNR
+    refresh: bool  # the picture drifted: send a new source image now
+
+
+class DriftMonitor:
+    """The far end's picture, rendered on the sender, and the drift test on it.
+
+    Feed it what the far end gets: `set_source` for each source image, `add_audio` for the Opus packets,
+    `add_frame` for each keypoint packet's dequantised keypoints; `due(index)` says when to `check`.
+
+    Args:
+        replica: the receiver graphs (the model's own, as the far end runs them).
+        config: sender settings (drift_*, min_refresh_interval_frames, audio_bitrate_bps, causal_window).
+    """
+
+    def __init__(self, replica: ReceiverModel, config: EncoderConfig) -> None:
+        self.replica = replica
+        self.interval_frames = config.drift_check_interval_frames
+        self.threshold_db = config.drift_threshold_db
+        self.min_refresh_interval_frames = config.min_refresh_interval_frames
+        self.causal_window = config.causal_window
+        self._opus = OpusDecoder(config.audio_bitrate_bps)  # the speech the far end hears
+        self._pcm = np.zeros(0, np.float32)  # Opus-decoded speech (for the mel windows)
+        self._pcm_base = 0  # sample index of _pcm[0] (a multiple of 640)
+        # (frame index, camera uint8 (256, 256, 3), kp (K, 2), jac (K, 2, 2)) of the last frames sent
+        self._recent: deque[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=DRIFT_LAG_FRAMES + 1)
+        self.last_replica: tuple[int, np.ndarray] | None = None  # (frame index, the far end's picture)
+        self._baseline_psnr_db: float | None = None
+        self.last_refresh_frame = 0  # frame index of the last automatic or requested refresh
+
+    def set_source(self, source_rgb: np.ndarray, extractor: object) -> None:
+        """The far end now holds `source_rgb` (decoded uint8 (256, 256, 3)); the next check sets the baseline."""
+        self._baseline_psnr_db = None
+        source5, _ = source_input(source_rgb, extractor)
+        self.replica.set_source(source5)
+
+    def note_refresh(self, index: int) -> None:
+        """A requested source image went out at frame `index`: the next automatic one waits for
+        min_refresh_interval_frames from here."""
+        self.last_refresh_frame = index
+
+    def add_audio(self, packets: list[bytes]) -> None:
+        """Decode the Opus packets sent (as the far end does)."""
+        for payload in packets:
+            self._opus.decode(payload)
+
+    def add_frame(self, index: int, rgb: np.ndarray, kp: np.ndarray, jac: np.ndarray) -> None:
+        """Hold camera frame `index` and the dequantised keypoints kp (K, 2), jac (K, 2, 2) sent for it."""
+        self._recent.append((index, rgb, kp, jac))
+
+    def due(self, index: int) -> bool:
+        """True: check after frame `index` (every interval_frames frames, with DRIFT_LAG_FRAMES + 1 held)."""
+        n = self.interval_frames
+        return n > 0 and index % n == n - 1 and len(self._recent) > DRIFT_LAG_FRAMES
+
+    def check(self, current_face: bool) -> DriftReading:
+        """Render what the far end shows for the frame DRIFT_LAG_FRAMES back (its audio window is coded) and
+        compare it with the camera. A refresh is due when it drifted, the current frame has a face and the
+        last refresh is min_refresh_interval_frames back; the first check after a source change only sets
+        the baseline."""
+        index, rgb, kp, jac = self._recent[0]
+        t0 = time.perf_counter()
+        self._decode_audio()
+        window = pcm_window(self._pcm, index - self._pcm_base // SAMPLES_PER_FRAME, self.causal_window)
+        picture = self.replica.frame(kp, jac, log_mel_window(window))
+        self.last_replica = (index, picture)
+        score = psnr_db(picture, rgb)
+        elapsed_ms = 1000 * (time.perf_counter() - t0)
+        if self._baseline_psnr_db is None:
+            self._baseline_psnr_db = score
+            return DriftReading(index, score, elapsed_ms, refresh=False)
+        drifted = score < self._baseline_psnr_db - self.threshold_db
+        refresh = bool(drifted and current_face
+                       and index - self.last_refresh_frame >= self.min_refresh_interval_frames)
+        if refresh:
+            logger.info("frame %d: far-end picture drifted to %.1f dB (baseline %.1f dB): new source",
+                        index, score, self._baseline_psnr_db)
+            self.last_refresh_frame = index
+        return DriftReading(index, score, elapsed_ms, refresh)
+
+    def _decode_audio(self) -> None:
+        """Bring the decoded speech up to date (the Opus packets sent so far)."""
+        new = self._opus.take()
+        if len(new):
+            self._pcm = np.concatenate([self._pcm, new])
+        excess = len(self._pcm) - REPLICA_PCM_SAMPLES  # keep the last 8 s
+        if excess > 0:
+            drop = excess - excess % SAMPLES_PER_FRAME
+            self._pcm, self._pcm_base = self._pcm[drop:], self._pcm_base + drop
