@@ -23,7 +23,8 @@ from avfr.codec.data import SAMPLES_PER_FRAME
 
 AUDIO_BITRATE_BPS = 12_000  # Opus speech of every row (not counted in the video rates)
 SOURCE_WEBP_QUALITY = 90  # the call's EncoderConfig.source_quality
-AVFR_PATH_VERSION = 2  # 2: the call's Encoder/Decoder (1: assembled from pieces); part of the resume key
+AVFR_PATH_VERSION = 3  # 3: small drift refreshes, paid back by the keypoint rate (2: the call's Encoder/Decoder;
+# 1: assembled from pieces); part of the resume key
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class AvfrOutput:
     num_source_images: int = 1
     concealed_frames: int = 0  # 0 unless kp_loss > 0 (the path is otherwise lossless)
     held: np.ndarray | None = None  # bool (T,): frames drawn from held keypoints (lost keypoint messages)
+    refresh_bytes: int = 0  # the SOURCE_CHUNK bytes of the source images after the first (in source_bytes)
 
 
 def array_digest(*arrays: np.ndarray, size: int = 8) -> str:
@@ -194,7 +196,7 @@ class _MemoKeypoints:
 
 def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point: AvfrPoint, models: AvfrModels,
               relative: bool = False, memo: SenderMemo | None = None, kp_loss: float = 0.0,
-              loss_seed: int = 0) -> AvfrOutput:
+              loss_seed: int = 0, drift_check: bool = True) -> AvfrOutput:
     """The call's media path without the network: ``avfr.sender.Encoder`` -> messages -> ``avfr.receiver.Decoder``.
 
     The same code as a call (loopback with zero delay and no loss): frame i and its 40 ms of speech go into
@@ -217,6 +219,7 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
         kp_loss: drop this share of the keypoint messages on the media channel (seeded by ``loss_seed``;
             the first key packet always arrives): the Decoder conceals them as in a call, holding the last
             keypoints while the speech goes on. Dropped messages still count as sent bytes.
+        drift_check: the sender's drift check and its automatic refreshes (always off when ``relative``).
 
     Returns:
         Frames (aligned 1:1 with `frames`), bytes and timings.
@@ -230,7 +233,7 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
 
     num_frames = len(frames)
     pcm = np.asarray(pcm, np.float32).reshape(-1)
-    encoder = Encoder(point.encoder_config(models.threads, drift_check=not relative), models.call_model,
+    encoder = Encoder(point.encoder_config(models.threads, drift_check=drift_check and not relative), models.call_model,
                       models.extractor if memo is None else _MemoExtractor(memo))
     saved_before = 0.0
     if memo is not None:
@@ -304,4 +307,4 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
     return AvfrOutput(out, counts["kp_bytes"], counts["kp"], counts["key"], counts["source"], times["enc"],
                       times["dec"], audio_bytes=counts["audio"], anchor_bytes=counts["anchor"],
                       num_source_images=encoder.stats.source_images, concealed_frames=counts["concealed"],
-                      held=held)
+                      held=held, refresh_bytes=encoder.stats.refresh_bytes)

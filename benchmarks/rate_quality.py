@@ -129,11 +129,15 @@ class _ClipRun:
         """The row of one avfr operating point, and its strip frames."""
         n, point = len(self.frames), AVFR_POINTS[name]
         res = avfr_path(self.frames, self.pcm, self.source, point, models, memo=memo)
-        kbps = res.packet_bytes * 8 / self.duration_s / 1000
-        src_kbps = res.source_bytes * 8 / CALL_SECONDS / 1000
+        # the clip's own video rate: keypoints + every source image after the first; the first is amortised
+        # over a 5-minute call, as an anchor's first intra frame would be in a call
+        kp_kbps = res.packet_bytes * 8 / self.duration_s / 1000
+        kbps = (res.packet_bytes + res.refresh_bytes) * 8 / self.duration_s / 1000
+        src_kbps = (res.source_bytes - res.refresh_bytes) * 8 / CALL_SECONDS / 1000
         row = self.row("avfr", name, res.frames, kbps, n / res.encode_s, n / res.decode_s,
                        packet_bytes=res.packet_bytes, num_packets=res.num_packets,
                        num_key_packets=res.num_key_packets, source_bytes=res.source_bytes,
+                       keypoint_kbps=kp_kbps, refresh_bytes=res.refresh_bytes,
                        source_kbps_5min=src_kbps, kbps_with_source_5min=kbps + src_kbps,
                        source_images=res.num_source_images, audio_kbps=res.audio_bytes * 8 / self.duration_s / 1000,
                        concealed_frames=res.concealed_frames, settings=json.dumps(asdict(point)))

@@ -229,7 +229,8 @@ def markdown(report: dict) -> str:
         "source image, every frame is driven and compared with the original.",
         "",
         f"**Audio**: every row carries the same speech ({report['audio']}); the rates below are **video bits "
-        "only**. avfr `kbps` counts every keypoint packet byte; its one-time source image "
+        "only**. avfr `kbps` counts every keypoint packet byte and every source image after the first (the "
+        "sender's drift refreshes) over the clip's duration; its first source image "
         f"({report['avfr_source']}) is reported apart and amortised over a 5-minute call "
         "(`kbps_with_source_5min`, used for BD-rates). Anchor rates are achieved (bitstream bytes, no container), "
         "not requested; `at_floor` marks a target below the encoder's floor (largest QP).",

@@ -185,7 +185,8 @@ def _bench(args: argparse.Namespace) -> int:
     rows = [r for res in results for r in res["rows"]]
     means = bench_report.mean_rows(rows)
     ref = [res["reference"] for res in results]
-    avfr_src = [r["source_bytes"] for r in rows if r["codec"] == "avfr" and r.get("source_bytes")]
+    avfr_src = [r["source_bytes"] - r.get("refresh_bytes", 0) for r in rows if r["codec"] == "avfr"
+                and r.get("source_bytes")]  # the first source image of each clip
     report = {
         "command": "avfr-codec bench " + shlex.join(sys.argv[sys.argv.index("bench") + 1:] if "bench" in sys.argv
                                                     else sys.argv[1:]),

@@ -28,8 +28,16 @@ class EncoderConfig:
         threads: onnxruntime intra-op threads per graph.
         drift_check_interval_frames: frames between drift checks (0: off).
         drift_threshold_db: PSNR drop (vs. right after the last source change) that triggers a refresh.
-        min_refresh_interval_frames: at least this many frames between automatic refreshes.
-        source_quality: WebP quality of the source image.
+        min_refresh_interval_frames: at least this many frames between automatic refreshes (the first one
+            may follow the call's first source image at once).
+        source_quality: WebP quality of the first source image (and of refreshes the receiver asks for).
+        refresh_size: side in px of an automatic (drift) refresh image; the receiver upscales it to 256. A
+            refresh only has to give the generator the new pose: on the large-motion dev clips a 96 px WebP
+            at quality 30 (~0.6 kB) draws the following frames as well as a 256 px one at quality 90 (~6 kB).
+        refresh_quality: WebP quality of an automatic refresh image.
+        refresh_payback_s: the keypoint rate control pays an automatic refresh back over this long (its bits
+            are added to the keypoint window, spread over the period), so keypoints + refreshes stay near
+            keypoint_budget_bps (0: refreshes come on top of the budget).
         ts0_90k: media timestamp of frame 0 (uint32).
         first_seq: seq of the first keypoint packet.
     """
@@ -48,6 +56,9 @@ class EncoderConfig:
     drift_threshold_db: float = 3.0
     min_refresh_interval_frames: int = 125
     source_quality: int = 90
+    refresh_size: int = 96
+    refresh_quality: int = 30
+    refresh_payback_s: float = 10.0
     ts0_90k: int = 0
     first_seq: int = 0
 
@@ -65,12 +76,13 @@ class EncoderStats:
     jac_hysteresis_steps: float = float("nan")
     rate_level: int = 0  # rate control: index into RATE_LEVELS (0: finest)
     rate_held_frames: int = 0  # frames the rate control sent as repeats of the last levels
-    keypoint_window_bps: float = 0.0  # keypoint bits of the last rate window, per second
+    keypoint_window_bps: float = 0.0  # keypoint bits (+ refreshes paid back) of the last rate window, per s
     audio_packets: int = 0
     audio_bytes: int = 0
     source_images: int = 0
     source_bytes: int = 0
     refreshes: int = 0  # source images re-sent (drift, request or forced)
+    refresh_bytes: int = 0  # their SOURCE_CHUNK bytes (source_bytes includes them)
     keys_requested: int = 0
     drift_checks: int = 0
     last_drift_psnr_db: float = float("nan")

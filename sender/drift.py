@@ -4,8 +4,9 @@ The sender runs the receiver graph on what it sent (the dequantised keypoints th
 source image it holds, the mel window of the Opus-decoded speech it hears) every
 `drift_check_interval_frames` frames, for the frame DRIFT_LAG_FRAMES back (once that frame's audio window
 is coded). Without loss this is bit-exactly the far end's picture (`last_replica`). It measures the PSNR
-of that picture against the camera frame and asks for a fresh source image (the current frame) when the
-PSNR falls `drift_threshold_db` below its value right after the last source change.
+of that picture against the camera frame and asks for a fresh source image (the current frame, small and
+cheap: `EncoderConfig.refresh_size`) when the PSNR falls `drift_threshold_db` below the best it reached since
+the last source change (the first check after a change only sets that level).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class DriftMonitor:
         self._recent: deque[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=DRIFT_LAG_FRAMES + 1)
         self.last_replica: tuple[int, np.ndarray] | None = None  # (frame index, the far end's picture)
         self._baseline_psnr_db: float | None = None
-        self.last_refresh_frame = 0  # frame index of the last automatic or requested refresh
+        # frame index of the last automatic or requested refresh (none yet: the first may come at once)
+        self.last_refresh_frame = -config.min_refresh_interval_frames
 
     def set_source(self, source_rgb: np.ndarray, extractor: object) -> None:
         """The far end now holds `source_rgb` (decoded uint8 (256, 256, 3)); the next check sets the baseline."""
@@ -98,9 +100,9 @@ class DriftMonitor:
 
     def check(self, current_face: bool) -> DriftReading:
         """Render what the far end shows for the frame DRIFT_LAG_FRAMES back (its audio window is coded) and
-        compare it with the camera. A refresh is due when it drifted, the current frame has a face and the
-        last refresh is min_refresh_interval_frames back; the first check after a source change only sets
-        the baseline."""
+        compare it with the camera. A refresh is due when it drifted (drift_threshold_db below the best PSNR
+        since the source change), the current frame has a face and the last refresh is
+        min_refresh_interval_frames back; the first check after a source change only sets the baseline."""
         index, rgb, kp, jac = self._recent[0]
         t0 = time.perf_counter()
         self._decode_audio()
@@ -113,6 +115,7 @@ class DriftMonitor:
             self._baseline_psnr_db = score
             return DriftReading(index, score, elapsed_ms, refresh=False)
         drifted = score < self._baseline_psnr_db - self.threshold_db
+        self._baseline_psnr_db = max(self._baseline_psnr_db, score)  # the best this source has done
         refresh = bool(drifted and current_face
                        and index - self.last_refresh_frame >= self.min_refresh_interval_frames)
         if refresh:

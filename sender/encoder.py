@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 
+import cv2
 import numpy as np
 
 from avfr.codec.data import five_channel
@@ -133,22 +134,40 @@ class Encoder:
         self._started = True
         return [OutMessage(CONTROL_CHANNEL_LABEL, encode_hello(self.hello)), *self._source_messages(source_rgb)]
 
-    def _source_messages(self, rgb: np.ndarray) -> list[OutMessage]:
-        data = encode_source_image(rgb, self.config.source_quality)
+    def _source_messages(self, rgb: np.ndarray, size: int | None = None, quality: int | None = None
+                         ) -> list[OutMessage]:
+        """Source-image chunks of `rgb` (uint8 (H, W, 3)), sent at `size` px (None: as it is) and WebP `quality`
+        (None: `source_quality`)."""
+        if size is not None and rgb.shape[:2] != (size, size):
+            rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+        data = encode_source_image(rgb, self.config.source_quality if quality is None else quality)
         self._image_id += 1
         image = SourceImage(self._image_id, SOURCE_FORMAT, data)
         out = [OutMessage(CONTROL_CHANNEL_LABEL, encode_source_chunk(c)) for c in split_source_image(image)]
         self.stats.source_images += 1
         self.stats.source_bytes += sum(len(m.data) for m in out)
-        self._source_rgb = decode_source_image(data)  # what the receiver will hold
+        self._source_rgb = decode_source_image(data)  # what the receiver will hold (upscaled to 256)
         if self._drift is not None:
             self._drift.set_source(self._source_rgb, self.extractor)
         return out
 
-    def refresh_source(self, rgb: np.ndarray) -> list[OutMessage]:
-        """Send a new source image now (a new image id); returns its control messages."""
+    def refresh_source(self, rgb: np.ndarray, small: bool = False) -> list[OutMessage]:
+        """Send a new source image now (a new image id); returns its control messages.
+
+        Args:
+            rgb: uint8 (256, 256, 3) RGB.
+            small: an automatic refresh: `refresh_size` px at `refresh_quality`, paid back by the keypoint
+                rate control over `refresh_payback_s` (else full size at `source_quality`).
+        """
+        cfg = self.config
+        out = (self._source_messages(rgb, cfg.refresh_size, cfg.refresh_quality) if small
+               else self._source_messages(rgb))
+        nbytes = sum(len(m.data) for m in out)
         self.stats.refreshes += 1
-        return self._source_messages(rgb)
+        self.stats.refresh_bytes += nbytes
+        if small and cfg.refresh_payback_s > 0:
+            self._rate.charge(nbytes, round(cfg.refresh_payback_s * self.hello.fps))
+        return out
 
     def on_control(self, data: bytes) -> None:
         """Handle a message from the peer's control channel (Refresh, Stats, Error); bad bytes are ignored."""
@@ -269,7 +288,7 @@ class Encoder:
         self.stats.drift_ms += reading.elapsed_ms
         self.stats.drift_checks += 1
         self.stats.last_drift_psnr_db = reading.psnr_db
-        return self.refresh_source(current) if reading.refresh else []
+        return self.refresh_source(current, small=True) if reading.refresh else []
 
     def encode_audio(self, pcm: np.ndarray) -> list[OutMessage]:
         """Add float32 (N,) mono 16 kHz speech (sample 0 = frame 0); returns the Audio messages completed."""

@@ -63,6 +63,7 @@ class KeypointRateController:
         self._window: deque[int] = deque(maxlen=window_packets)
         self._window_bytes = 0
         self._since_change = 0
+        self._debts: list[list[float]] = []  # [bytes per packet, packets left] of each refresh being paid back
         self.level = 0
 
     @property
@@ -76,8 +77,20 @@ class KeypointRateController:
         encoder.kp_hysteresis_steps, encoder.jac_hysteresis_steps = kp, jac
         return every > 1 and frame_number % every != 0
 
+    def charge(self, nbytes: int, packets: int) -> None:
+        """Pay `nbytes` sent outside the keypoint stream (a refresh image) back over the next `packets`
+        packets: each of them counts `nbytes / packets` more bytes in the window, so the level coarsens until
+        keypoints + refresh are back under the budget."""
+        if nbytes > 0 and packets > 0:
+            self._debts.append([nbytes / packets, packets])
+
     def update(self, nbytes: int) -> None:
-        """Record one keypoint packet of `nbytes` bytes and adapt the level."""
+        """Record one keypoint packet of `nbytes` bytes (plus any refresh being paid back) and adapt the level."""
+        if self._debts:
+            nbytes += sum(per_packet for per_packet, _ in self._debts)
+            for debt in self._debts:
+                debt[1] -= 1
+            self._debts = [d for d in self._debts if d[1] > 0]
         if len(self._window) == self._window.maxlen:
             self._window_bytes -= self._window[0]
         self._window.append(nbytes)

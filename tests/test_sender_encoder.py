@@ -100,6 +100,7 @@ def test_refresh_and_error_from_the_peer(clip, model):
     msgs = [decode_message(m.data, enc.session) for m in out]
     assert isinstance(msgs[0], KeypointsKey)
     assert any(isinstance(m, SourceChunk) and m.image_id == 2 for m in msgs)
+    assert _image([m for m in msgs if isinstance(m, SourceChunk)]).shape[:2] == (256, 256)  # asked for: full size
     enc.on_control(b"\xff\x00garbage")  # ignored
     enc.on_control(encode_error(Error(ErrorCode.UNKNOWN_MODEL, "no such model")))
     assert enc.stopped and "UNKNOWN_MODEL" in enc.stats.refused
@@ -121,8 +122,44 @@ def test_drift_triggers_a_new_source(clip, model):
         out += enc.encode_frame(i, dark)
     assert enc.stats.last_drift_psnr_db < baseline - 3.0
     assert enc.stats.refreshes == 1
-    assert any(isinstance(decode_message(m.data), SourceChunk) for m in out if m.channel == CONTROL_CHANNEL_LABEL)
-    assert enc.stats.source_images == 2 and enc.stats.source_bytes > 0
+    chunks = [m for m in (decode_message(m.data) for m in out if m.channel == CONTROL_CHANNEL_LABEL)
+              if isinstance(m, SourceChunk)]
+    assert enc.stats.source_images == 2 and enc.stats.source_bytes > enc.stats.refresh_bytes
+    # an automatic refresh is small and cheap: refresh_size px at refresh_quality, far below the first image
+    image = _image(chunks)
+    assert image.shape[:2] == (96, 96)
+    assert enc.stats.refresh_bytes == sum(len(m.data) for m in out if m.channel == CONTROL_CHANNEL_LABEL
+                                          and isinstance(decode_message(m.data), SourceChunk))
+    assert enc.stats.refresh_bytes < 1500 < enc.stats.source_bytes - enc.stats.refresh_bytes
+    # ... and the keypoint rate control pays it back: its bytes spread over the next 10 s of packets
+    assert [d[0] for d in enc._rate._debts] == [pytest.approx(enc.stats.refresh_bytes / 250)]
+
+
+def test_first_refresh_need_not_wait_and_the_baseline_is_the_best_level(clip, model):
+    from avfr.sender.drift import DRIFT_LAG_FRAMES
+
+    enc = _encoder(model, drift_check_interval_frames=1, min_refresh_interval_frames=100, refresh_payback_s=0)
+    enc.start(clip[0])
+    for i in range(DRIFT_LAG_FRAMES + 3):
+        enc.encode_frame(i, clip[i])
+    best = enc._drift._baseline_psnr_db
+    assert best >= enc.stats.last_drift_psnr_db and enc.stats.refreshes == 0
+    i = DRIFT_LAG_FRAMES + 3
+    while enc.stats.refreshes == 0 and i < len(clip):
+        enc.encode_frame(i, (clip[i].astype(np.float32) * 0.35).astype(np.uint8))
+        i += 1
+    assert enc.stats.refreshes == 1 and i < 100  # well before min_refresh_interval_frames
+    for j in range(i, len(clip)):  # the next automatic one waits for the interval
+        enc.encode_frame(j, (clip[j].astype(np.float32) * 0.2).astype(np.uint8))
+    assert enc.stats.refreshes == 1
+
+
+def _image(chunks) -> np.ndarray:
+    """The source image of its chunks, decoded as sent (BGR, its own size)."""
+    import cv2
+
+    data = b"".join(c.payload for c in sorted(chunks, key=lambda c: c.index))
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
 def test_missing_camera_gives_a_clear_message():
@@ -240,6 +277,16 @@ def test_rate_controller_levels():
     assert rate.level == 0
     rate.prepare(enc, 1)
     assert (enc.kp_hysteresis_steps, enc.jac_hysteresis_steps) == (0.75, 0.5)
+    paid = KeypointRateController(BUDGET_BPS, 0.75)
+    paid.charge(1000, 50)  # a 1 kB refresh paid back over 2 s: 20 B more per packet
+    for _ in range(25):
+        paid.prepare(enc, 0)
+        paid.update(4)
+    assert paid.window_bps == 8 * 24 * 25 and paid.level > 0
+    for _ in range(25 + 25 * len(RATE_LEVELS)):  # paid: back to the packets' own rate and level 0
+        paid.prepare(enc, 0)
+        paid.update(4)
+    assert paid.window_bps == 800 and paid.level == 0
     off = KeypointRateController(0, 0.75)
     for _ in range(100):
         off.update(50)
