@@ -3,7 +3,7 @@
 # loan, one start-up, every run under the same time limit (they share the GPU: the small model is GPU-bound at
 # batch 32, and four runs together made 557 samples/s, about what one run makes alone). Prepare here, as for docs/gpu_training.sh:
 #     avfr-codec data prepare ../shared/data
-#     avfr-codec data bundle ../shared/data --out .devbundle/data --crf 21 --mask-crf 30   # 30.5 MB
+#     avfr-codec data bundle ../shared/data --out .devbundle/data --crf 28 --mask-crf 40   # 167 clips: 29.3 MB
 #     cp docs/gpu_parallel.sh .devbundle/
 # then on the box, with `.devbundle` carried:
 #     bash .devbundle/gpu_parallel.sh MINUTES "RUN:train args" "RUN:train args" ...

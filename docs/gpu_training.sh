@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Train on a lent GPU box (torch + numpy + OpenCV there; no mediapipe, PyAV or libopus), as done for
-# models/avfr-small-*: first, here, pack the prepared clips small enough to travel (64 MiB cap, the ~35 MB of
-# tracked files included, so the bundle must stay near 30 MB):
+# models/avfr-small-*: first, here, pack the prepared clips small enough to travel (64 MiB = 67.1 MB cap, the
+# ~35 MB of tracked files included, so the bundle must stay under 30 MB):
 #     avfr-codec data prepare ../shared/data
-#     avfr-codec data bundle ../shared/data --out .devbundle/data --crf 21 --mask-crf 30
+#     avfr-codec data bundle ../shared/data --out .devbundle/data --crf 28 --mask-crf 40
 #     cp docs/gpu_training.sh .devbundle/
+# (bundle format 2, the defaults spelled out: all 167 clips, 39,795 frames, in 29.3 MB; 2.6 min to build on
+# 2 cores. RGB 12.1 MB at 37.1 dB PSNR against the cache, mask 3.3 MB, landmarks within 1/16 px 5.1 MB, 8-bit
+# clean + Opus 8/16 kbit/s log-mels 8.7 MB. Format 1 at crf 21 / mask 30 would make ~87 MB.
+# What else travels must fit in the ~2.8 MB left: fine-tune the tracked models/avfr-small-*.pt with --init
+# rather than carrying a checkpoint.)
 # then run on the box, with `.devbundle` carried (it is git-ignored):
 #     bash .devbundle/gpu_training.sh MINUTES RUN [extra train args]
 # e.g. the shipped model's first call (and `--resume` for the next calls while the box is still warm):
