@@ -114,11 +114,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from avfr.codec.data import load_clips, write_bundle
+    from avfr.codec.data import load_clips, manifest_releases, write_bundle
 
     clips = load_clips(args.dir, args.cache)
     quality = {k: v for k, v in (("crf", args.crf), ("mask_crf", args.mask_crf)) if v is not None}
-    size = write_bundle(clips, args.out, **quality)
+    size = write_bundle(clips, args.out, releases=manifest_releases(args.dir), **quality)
     print(f"bundle of {len(clips)} clips ({sum(c.num_frames for c in clips)} frames) in {args.out}: "
           f"{size / 1e6:.1f} MB")
     return 0

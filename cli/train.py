@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "mediapipe or PyAV")
     p.add_argument("--clips", metavar="ID,ID", default=None,
                    help="with --data: only these clips (comma-separated ids), e.g. for a quick check")
+    p.add_argument("--release", metavar="N,N", default=None,
+                   help="train only on clips of these data releases (manifest `release`; dev unchanged), e.g. 1 "
+                   "for the first 52 clips")
     p.add_argument("--config", default="small", help="model config name (default: small)")
     p.add_argument("--out", metavar="RUN_DIR", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/ckpt-last.pt if it exists")
@@ -91,8 +94,10 @@ def _load_data(args: argparse.Namespace) -> tuple[list, list, dict | None, tuple
 
         train_clips, dev_clips, variants = load_bundle(args.arrays)
         meta = json.loads((args.arrays / "bundle.json").read_text())
-        return train_clips, dev_clips, variants, tuple(int(b) for b in meta["opus_bitrates_bps"])
-    from avfr.codec.data import discover_clips, load_clips, open_clip, prepare
+        releases = {e["clip_id"]: e["release"] for e in meta["clips"] if "release" in e}
+        return (_of_release(train_clips, releases, args.release), dev_clips, variants,
+                tuple(int(b) for b in meta["opus_bitrates_bps"]))
+    from avfr.codec.data import discover_clips, load_clips, manifest_releases, open_clip, prepare
 
     if args.clips:
         wanted = {c.strip() for c in args.clips.split(",") if c.strip()}
@@ -106,7 +111,21 @@ def _load_data(args: argparse.Namespace) -> tuple[list, list, dict | None, tuple
         clips = load_clips(args.data, args.cache, split=None)
     train_clips = [c for c in clips if c.split in ("train", "")]
     dev_clips = [c for c in clips if c.split == "dev"]
-    return train_clips, dev_clips, None, None
+    return _of_release(train_clips, manifest_releases(args.data), args.release), dev_clips, None, None
+
+
+def _of_release(clips: list, releases: dict[str, int], wanted: str | None) -> list:
+    """The clips of the wanted releases ("1" or "1,2"; None: all).
+
+    Raises:
+        ValueError: a release is asked for but the data (or bundle) does not record releases.
+    """
+    if wanted is None:
+        return clips
+    keep = {int(r) for r in wanted.split(",") if r.strip()}
+    if not releases:
+        raise ValueError("--release: this data has no release field (manifest.json, or a bundle made before it)")
+    return [c for c in clips if releases.get(c.clip_id) in keep]
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -15,6 +15,15 @@
 #         "nopriors:--batch 32 --lr 3e-4 --steps 3000 --gan-warmup 1000 --snapshot-every 250 --val-every 500 --no-priors" \
 #         "ft:--init models/avfr-small-ea5ce26f.pt --batch 32 --lr 5e-5 --steps 100000 --schedule constant ..."
 # (the model card's ablations and GPU fine-tune; ea5ce26f was the model shipped then, in git history)
+# The data effect on the grown data (issue 13: the same recipe and steps on the release-1 train clips alone and on
+# all of them; then the speech ablation on the grown speech), plus a fine-tune of the shipped model that carries
+# over (use the loan for training that continues: --init the tracked models/avfr-small-*.pt):
+#     bash .devbundle/gpu_parallel.sh 11 \
+#         "r1:--release 1 --batch 32 --lr 3e-4 --steps 4000 --gan-warmup 1000 --snapshot-every 250 --val-every 1000" \
+#         "all:--batch 32 --lr 3e-4 --steps 4000 --gan-warmup 1000 --snapshot-every 250 --val-every 1000" \
+#         "noaudio:--batch 32 --lr 3e-4 --steps 4000 --gan-warmup 1000 --snapshot-every 250 --val-every 1000 --no-audio" \
+#         "ft:--init models/avfr-small-SHA8.pt --batch 32 --lr 5e-5 --steps 100000 --schedule constant \
+#              --gan-warmup 0 --mouth-l1 5 --freeze-detector --wire-noise 0.75 --val-every 1000"
 # $OUT receives (at most 8 files come back): logs.tgz (each run's train.log, log.csv, val.csv, and
 # bench_model.jsonl: GPU latency of the per-frame graphs); for the runs with snapshots, <RUN>.pt = the
 # generator at the largest step that every such run reached (the same step for all: a fair comparison

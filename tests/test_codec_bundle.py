@@ -204,6 +204,7 @@ def test_cli_bundle_writes_the_travel_preset(dataset: Path, clips: list, tmp_pat
     assert main(["data", "bundle", str(dataset / "data"), "--out", str(out), "--cache", str(dataset / "cache")]) == 0
     meta = json.loads((out / "bundle.json").read_text())
     assert (meta["version"], meta["crf"], meta["mask_crf"], meta["opus_bitrates_bps"]) == (2, 28, 40, [8000, 16000])
+    assert [e["release"] for e in meta["clips"]] == [1, 2]  # from the manifest, for `train --release`
     assert f"bundle of 2 clips ({2 * FRAMES} frames)" in capsys.readouterr().out
     _, dev, variants = load_bundle(out)
     assert [c.clip_id for c in dev] == [c.clip_id for c in clips] and len(variants["talk"]) == 2

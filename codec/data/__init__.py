@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "render_mesh": "priors",
     "format_report": "report",
     "discover_clips": "sources",
+    "manifest_releases": "sources",
     "CropBox": "video",
     "VideoReader": "video",
     "crop_and_resize": "video",

@@ -187,7 +187,8 @@ def decode_landmarks(coef_dt: np.ndarray, residual: np.ndarray, face_found: np.n
 
 
 def write_bundle(clips: Sequence[ClipArrays], out_dir: Path, crf: int = DEFAULT_CRF,
-                 opus_bitrates_bps: Sequence[int] = OPUS_BITRATES_BPS, mask_crf: int = DEFAULT_MASK_CRF) -> int:
+                 opus_bitrates_bps: Sequence[int] = OPUS_BITRATES_BPS, mask_crf: int = DEFAULT_MASK_CRF,
+                 releases: Mapping[str, int] | None = None) -> int:
     """Pack prepared clips into ``out_dir`` (format version ``BUNDLE_VERSION``); returns the bundle's size in bytes.
 
     Args:
@@ -196,6 +197,7 @@ def write_bundle(clips: Sequence[ClipArrays], out_dir: Path, crf: int = DEFAULT_
         crf: libx264 quality of the RGB video (lower = larger, closer to the cache's frames).
         mask_crf: the same for the grey segmentation-mask video (a soft mask: it tolerates more).
         opus_bitrates_bps: Opus round trips whose mel is stored beside the clean mel.
+        releases: clip id -> data release (``manifest_releases``), kept in the index for ``train --release``.
 
     Raises:
         ValueError: landmarks the bundle's basis cannot code (see ``encode_landmarks``).
@@ -222,7 +224,8 @@ def write_bundle(clips: Sequence[ClipArrays], out_dir: Path, crf: int = DEFAULT_
             arrays["mel_codes"] = codes
         _save_npz_lzma(out_dir / f"{clip.clip_id}.npz", arrays)
         index.append({"clip_id": clip.clip_id, "split": clip.split, "frames": int(clip.frames.shape[0]),
-                      "has_audio": bool(clip.has_audio), "problems": list(clip.problems)})
+                      "has_audio": bool(clip.has_audio), "problems": list(clip.problems),
+                      **({"release": int(releases[clip.clip_id])} if releases and clip.clip_id in releases else {})})
     if clipped:
         log.warning("%d log-mel values above %.2f were clipped", clipped, MEL_LOG_MIN + 255 * MEL_LOG_STEP)
     meta = {"version": BUNDLE_VERSION, "opus_bitrates_bps": [int(b) for b in opus_bitrates_bps], "crf": crf,

@@ -86,3 +86,22 @@ def _plain_source(video: Path) -> ClipSource:
         audio_path=wav if wav.exists() else None,
         expect_audio=True,
     )
+
+
+def manifest_releases(data: str | Path) -> dict[str, int]:
+    """Clip id -> the manifest's ``release`` (1: the first 52 clips, 2: those added in December 2026).
+
+    Returns:
+        {} for a folder without ``manifest.json`` or clips without the field.
+
+    Raises:
+        ValueError: the manifest is not readable JSON.
+    """
+    manifest = Path(data) / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    try:
+        clips = json.loads(manifest.read_text())["clips"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{manifest}: not a clip manifest ({exc})") from exc
+    return {str(c["id"]): int(c["release"]) for c in clips if isinstance(c, dict) and "id" in c and "release" in c}
