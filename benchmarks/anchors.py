@@ -1,7 +1,8 @@
 """Anchor video codecs for the benchmark: H.266 (vvenc), H.265 (x265), AV1 (SVT-AV1) through FFmpeg.
 
 All run from the imageio-ffmpeg binary on raw RGB frames (256x256, 25 fps) piped in, and write a raw
-bitstream (no container), so the achieved rate is ``len(bitstream) * 8 / duration``. Call-like low delay:
+bitstream (no container), so the achieved rate is ``len(bitstream) * 8 / duration``. A spec may encode a reduced
+size and frame rate (``AnchorSpec.size``, ``fps``; :mod:`avfr.benchmarks.reduced`). Call-like low delay:
 no picture reordering, no future references, one intra picture at the start (``vvc``, ``hevc``, ``av1``);
 ``vvc-ra`` is H.266 random access (vvenc's default GOP with reordering, intra period 10 s), H.266's best
 case, not call-like.
@@ -12,12 +13,11 @@ rate) whose achieved rate is closest to the target, with few probes: log(rate) i
 (about x2 per 6 QP), so it starts at the largest QP (the floor) and refines by the secant in log-rate.
 Where the floor is above the target, the floor is used and flagged.
 
-vvenc at ``-preset medium`` is slow here (~6 fps at 256x256 on this machine's cores), so the benchmark searches
-its QP with :func:`search_rate_probed`: the floor is encoded at the reported settings, the QP search runs on
-cheap probes (the same flags at ``-preset faster``, whole clip: 5-8x faster, rate within ~5-10 %), and only
-the QP it finds is encoded at the reported settings, plus one correction encode when that misses the target
-by more than the tolerance. Reported rates and metrics always come from reported-settings bitstreams; the
-cheap probes only choose the QP. x265 and SVT-AV1 encode in under a second and keep the direct search.
+vvenc at ``-preset medium`` is slow here (~6 fps at 256x256), so its QP is searched by :func:`search_rate_probed`:
+the floor is encoded at the reported settings, the QP search runs on cheap probes (the same flags at ``-preset
+faster``, whole clip: 5-8x faster, rate within ~5-10 %), and only the QP found is encoded at the reported
+settings (plus one correction when that misses by more than the tolerance): reported rates and metrics come from
+reported-settings bitstreams. x265 and SVT-AV1 encode in under a second and keep the direct search.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class AnchorSpec:
         stream_format: FFmpeg muxer of the raw bitstream (also the demuxer for decoding).
         decoder: FFmpeg decoder.
         args_template: encoder arguments; ``{p}`` is replaced by the parameter (QP, or kbit/s).
+        size: side of the encoded picture, px (< 256: the input is scaled down with ``flags=area``).
+        fps: encoded frame rate, 25 / an integer: every ``step``-th frame of the 25 fps clip is encoded.
     """
 
     name: str
@@ -63,6 +65,12 @@ class AnchorSpec:
     stream_format: str
     decoder: str
     args_template: tuple[str, ...] = field(default=())
+    size: int = FRAME_SIZE
+    fps: float = FPS
+
+    @property
+    def step(self) -> int:  # frames of the 25 fps clip per encoded frame (1 at 25 fps, 2 at 12.5 fps)
+        return round(FPS / self.fps)
 
     @property
     def encoder(self) -> str:
@@ -75,7 +83,9 @@ class AnchorSpec:
 
     def flags(self) -> str:
         """The encoder flags as a command-line string (for the report)."""
-        pre = ["-pix_fmt", self.pix_fmt]
+        small = self.step > 1 or self.size != FRAME_SIZE
+        pre = (["-r", f"{self.fps:g}", "-vf", f"scale={self.size}:{self.size}:flags=area"] if small else []) + [
+            "-pix_fmt", self.pix_fmt]
         flags = " ".join(pre + list(self.args_template) + ["-f", self.stream_format])
         return f"{flags}   (decode: -c:v {self.decoder})"
 
@@ -134,7 +144,7 @@ def _run(cmd: list[str], data: bytes) -> bytes:
 
 
 def encode(spec: AnchorSpec, frames: np.ndarray, param: int, ffmpeg: str) -> Encoded:
-    """Encode RGB frames.
+    """Encode RGB frames (every ``spec.step``-th, scaled to ``spec.size`` when smaller).
 
     Args:
         spec: the anchor.
@@ -142,23 +152,27 @@ def encode(spec: AnchorSpec, frames: np.ndarray, param: int, ffmpeg: str) -> Enc
         param: QP or requested kbit/s (``spec.control``).
         ffmpeg: FFmpeg binary.
 
+    Returns:
+        The encode; its ``num_frames`` is T (the rate is over the whole clip's duration at 25 fps).
+
     Raises:
         RuntimeError: FFmpeg failed.
     """
     t, h, w, _ = frames.shape
+    scale = ["-vf", f"scale={spec.size}:{spec.size}:flags=area"] if spec.size != w else []
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-           "-r", str(FPS), "-i", "-", "-pix_fmt", spec.pix_fmt, *spec.encoder_args(param), "-f", spec.stream_format,
-           "-"]
+           "-r", f"{spec.fps:g}", "-i", "-", *scale, "-pix_fmt", spec.pix_fmt, *spec.encoder_args(param),
+           "-f", spec.stream_format, "-"]
     start = time.perf_counter()
-    out = _run(cmd, np.ascontiguousarray(frames, np.uint8).tobytes())
+    out = _run(cmd, np.ascontiguousarray(frames[:: spec.step], np.uint8).tobytes())
     return Encoded(param, out, time.perf_counter() - start, t)
 
 
 def decode(spec: AnchorSpec, bitstream: bytes, num_frames: int, ffmpeg: str) -> tuple[np.ndarray, float]:
-    """Decode a raw bitstream to RGB.
+    """Decode a raw bitstream to RGB at the encoded size and rate.
 
     Returns:
-        (uint8 (num_frames, 256, 256, 3), decode seconds); short output is padded with its last frame.
+        (uint8 (num_frames, spec.size, spec.size, 3), decode seconds); short output is padded with its last frame.
 
     Raises:
         RuntimeError: FFmpeg failed or produced nothing.
@@ -168,7 +182,7 @@ def decode(spec: AnchorSpec, bitstream: bytes, num_frames: int, ffmpeg: str) -> 
     start = time.perf_counter()
     raw = _run(cmd, bitstream)
     seconds = time.perf_counter() - start
-    frames = np.frombuffer(raw, np.uint8).reshape(-1, FRAME_SIZE, FRAME_SIZE, 3)
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, spec.size, spec.size, 3)
     if len(frames) == 0:
         raise RuntimeError(f"{spec.name}: decoder returned no frames")
     if len(frames) != num_frames:

@@ -235,76 +235,77 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
     pcm = np.asarray(pcm, np.float32).reshape(-1)
     encoder = Encoder(point.encoder_config(models.threads, drift_check=drift_check and not relative), models.call_model,
                       models.extractor if memo is None else _MemoExtractor(memo))
-    saved_before = 0.0
-    if memo is not None:
-        encoder.keypoint_model = _MemoKeypoints(memo, encoder.keypoint_model)
-        saved_before = memo.saved_s
     decoder = Decoder(DecoderConfig(threads=models.threads, relative_motion=relative), models.call_model)
-    out = np.empty((num_frames, *frames.shape[1:]), np.uint8)
-    got = np.zeros(num_frames, bool)
-    held = np.zeros(num_frames, bool)
-    counts = {"kp": 0, "key": 0, "kp_bytes": 0, "audio": 0, "source": 0, "anchor": 0, "concealed": 0}
-    times = {"enc": 0.0, "dec": 0.0}
-    drop_rng = np.random.default_rng(loss_seed)
+    with encoder, decoder:  # the Decoder's mediapipe is released after each point
+        saved_before = 0.0
+        if memo is not None:
+            encoder.keypoint_model = _MemoKeypoints(memo, encoder.keypoint_model)
+            saved_before = memo.saved_s
+        out = np.empty((num_frames, *frames.shape[1:]), np.uint8)
+        got = np.zeros(num_frames, bool)
+        held = np.zeros(num_frames, bool)
+        counts = {"kp": 0, "key": 0, "kp_bytes": 0, "audio": 0, "source": 0, "anchor": 0, "concealed": 0}
+        times = {"enc": 0.0, "dec": 0.0}
+        drop_rng = np.random.default_rng(loss_seed)
 
-    def take(received: list) -> None:
-        for frame in received:
-            if not 0 <= frame.index < num_frames or got[frame.index]:
-                raise RuntimeError(f"the Decoder returned frame {frame.index} unexpectedly ({num_frames} frames)")
-            out[frame.index], got[frame.index] = frame.rgb, True
-            held[frame.index] = frame.held_frames > 0
-            counts["concealed"] += int(frame.concealed)
+        def take(received: list) -> None:
+            for frame in received:
+                if not 0 <= frame.index < num_frames or got[frame.index]:
+                    raise RuntimeError(f"the Decoder returned frame {frame.index} unexpectedly ({num_frames} frames)")
+                out[frame.index], got[frame.index] = frame.rgb, True
+                held[frame.index] = frame.held_frames > 0
+                counts["concealed"] += int(frame.concealed)
 
-    def send(make: Callable[[], list]) -> None:
+        def send(make: Callable[[], list]) -> None:
+            t0 = time.perf_counter()
+            messages = make()
+            t1 = time.perf_counter()
+            received = []
+            for msg in messages:
+                kind = peek_type(msg.data)
+                if kind in (MessageType.KEYPOINTS_KEY, MessageType.KEYPOINTS_DELTA):
+                    if msg.channel == MEDIA_CHANNEL_LABEL:
+                        counts["kp"] += 1
+                        counts["key"] += int(kind == MessageType.KEYPOINTS_KEY)
+                        counts["kp_bytes"] += len(msg.data)
+                        if kp_loss > 0 and counts["kp"] > 1 and drop_rng.random() < kp_loss:
+                            continue
+                    elif msg.channel == CONTROL_CHANNEL_LABEL:
+                        counts["anchor"] += len(msg.data)
+                elif kind == MessageType.AUDIO:
+                    counts["audio"] += len(msg.data)
+                elif kind == MessageType.SOURCE_CHUNK:
+                    counts["source"] += len(msg.data)
+                received += decoder.push(msg.channel, msg.data, now_s=0.0)
+            replies = decoder.take_replies()
+            t2 = time.perf_counter()
+            for reply in replies:
+                encoder.on_control(reply)
+            times["enc"] += t1 - t0 + time.perf_counter() - t2
+            times["dec"] += t2 - t1
+            take(received)
+
+        send(lambda: encoder.start(np.ascontiguousarray(source_rgb)))
+        for i in range(num_frames):
+            chunk = pcm[i * SAMPLES_PER_FRAME : (i + 1) * SAMPLES_PER_FRAME]
+            if len(chunk) < SAMPLES_PER_FRAME:
+                chunk = np.pad(chunk, (0, SAMPLES_PER_FRAME - len(chunk)))
+            send(lambda i=i, chunk=chunk: encoder.encode_frame(i, np.ascontiguousarray(frames[i]))
+                 + encoder.encode_audio(chunk))
+        send(encoder.finish)
         t0 = time.perf_counter()
-        messages = make()
-        t1 = time.perf_counter()
-        received = []
-        for msg in messages:
-            kind = peek_type(msg.data)
-            if kind in (MessageType.KEYPOINTS_KEY, MessageType.KEYPOINTS_DELTA):
-                if msg.channel == MEDIA_CHANNEL_LABEL:
-                    counts["kp"] += 1
-                    counts["key"] += int(kind == MessageType.KEYPOINTS_KEY)
-                    counts["kp_bytes"] += len(msg.data)
-                    if kp_loss > 0 and counts["kp"] > 1 and drop_rng.random() < kp_loss:
-                        continue
-                elif msg.channel == CONTROL_CHANNEL_LABEL:
-                    counts["anchor"] += len(msg.data)
-            elif kind == MessageType.AUDIO:
-                counts["audio"] += len(msg.data)
-            elif kind == MessageType.SOURCE_CHUNK:
-                counts["source"] += len(msg.data)
-            received += decoder.push(msg.channel, msg.data, now_s=0.0)
-        replies = decoder.take_replies()
-        t2 = time.perf_counter()
-        for reply in replies:
-            encoder.on_control(reply)
-        times["enc"] += t1 - t0 + time.perf_counter() - t2
-        times["dec"] += t2 - t1
+        decoder.finish()
+        received = decoder.drain()
+        times["dec"] += time.perf_counter() - t0
         take(received)
-
-    send(lambda: encoder.start(np.ascontiguousarray(source_rgb)))
-    for i in range(num_frames):
-        chunk = pcm[i * SAMPLES_PER_FRAME : (i + 1) * SAMPLES_PER_FRAME]
-        if len(chunk) < SAMPLES_PER_FRAME:
-            chunk = np.pad(chunk, (0, SAMPLES_PER_FRAME - len(chunk)))
-        send(lambda i=i, chunk=chunk: encoder.encode_frame(i, np.ascontiguousarray(frames[i]))
-             + encoder.encode_audio(chunk))
-    send(encoder.finish)
-    t0 = time.perf_counter()
-    decoder.finish()
-    received = decoder.drain()
-    times["dec"] += time.perf_counter() - t0
-    take(received)
-    if not got.all():
-        raise RuntimeError(f"the Decoder returned {int(got.sum())} of {num_frames} frames "
-                           f"(first missing: {int(np.argmin(got))})")
-    if encoder.stopped:
-        raise RuntimeError(f"the Decoder refused the call: {encoder.stats.refused}")
-    if memo is not None:
-        times["enc"] += memo.saved_s - saved_before
-    return AvfrOutput(out, counts["kp_bytes"], counts["kp"], counts["key"], counts["source"], times["enc"],
-                      times["dec"], audio_bytes=counts["audio"], anchor_bytes=counts["anchor"],
-                      num_source_images=encoder.stats.source_images, concealed_frames=counts["concealed"],
-                      held=held, refresh_bytes=encoder.stats.refresh_bytes)
+        if not got.all():
+            raise RuntimeError(f"the Decoder returned {int(got.sum())} of {num_frames} frames "
+                               f"(first missing: {int(np.argmin(got))})")
+        if encoder.stopped:
+            raise RuntimeError(f"the Decoder refused the call: {encoder.stats.refused}")
+        if memo is not None:
+            times["enc"] += memo.saved_s - saved_before
+        return AvfrOutput(out, counts["kp_bytes"], counts["kp"], counts["key"], counts["source"], times["enc"],
+                          times["dec"], audio_bytes=counts["audio"], anchor_bytes=counts["anchor"],
+                          num_source_images=encoder.stats.source_images, concealed_frames=counts["concealed"],
+                          held=held, refresh_bytes=encoder.stats.refresh_bytes)

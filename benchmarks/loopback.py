@@ -21,7 +21,8 @@ class CallResult:
     """What a loopback call produced.
 
     Attributes:
-        frames: received frames in order (empty unless keep_frames).
+        frames: every decided frame in order (empty unless keep_frames); those the receiver's generator had
+            no time to draw repeat the last picture with their own speech (`ReceivedFrame.repeated`).
         encoder: the sender's Encoder stats; decoder: the receiver's Decoder stats; link: SenderLinkStats.
         messages: every (channel, bytes) the receiver got, in arrival order (when record_messages).
         frame_times: frame index -> perf_counter when it came out of the generator.
@@ -114,6 +115,8 @@ async def loopback_call(frames_source, source_rgb: np.ndarray | None = None, *, 
             receiving.close()
             await pc_send.close()
             await pc_recv.close()
+            encoder.close()  # mediapipe; both worker threads have stopped
+            decoder.close()
     result.encoder, result.decoder, result.link = encoder.stats, decoder.stats, sending.stats
     result.messages = receiving.messages
     result.frame_times = receiving.frame_times

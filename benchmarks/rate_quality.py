@@ -5,7 +5,8 @@ Per clip (256x256, 25 fps; frame 0 is the source image, all frames are the drivi
 - ``avfr``: :func:`avfr.benchmarks.avfr_call.avfr_path`, the call's code minus the network; one row per operating
   point (:class:`avfr.benchmarks.avfr_call.AvfrPoint`; "q7" is the call's default).
 - ``still``: the receiver's decoded source image shown for every frame (zero video bits).
-- anchors (``avfr.benchmarks.anchors``): the encode whose achieved rate is closest to each requested rate. vvenc's
+- anchors (``avfr.benchmarks.anchors``; reduced-size ones, ``avfr.benchmarks.reduced``, are shown upscaled and
+  frame-repeated to 256x256 at 25 fps): the encode whose achieved rate is closest to each requested rate. vvenc's
   QP is searched on cheap probes (``BenchConfig.probe_preset``, whole clip) and only the QP found (plus at most
   one correction) is encoded at the reported preset (:func:`avfr.benchmarks.anchors.search_rate_probed`); x265 and
   SVT-AV1 are searched directly. Metrics (:class:`avfr.benchmarks.evaluator.Evaluator`) are computed only for the
@@ -34,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avfr.benchmarks import anchors
+from avfr.benchmarks import anchors, reduced
 from avfr.benchmarks.avfr_call import AVFR_POINTS, SOURCE_WEBP_QUALITY, AvfrModels, SenderMemo, avfr_path
 from avfr.benchmarks.evaluator import Evaluator
 from avfr.benchmarks.landmark_metrics import landmark_jitter, sync_proxy
@@ -162,7 +163,8 @@ class _ClipRun:
         """One anchor codec's rows (one per distinct encode chosen for the target rates), its searches, and
         (``STRIP_ANCHORS``) the strip frames of its lowest-rate encode."""
         n, ffmpeg = len(self.frames), ffmpeg_exe()
-        spec = anchors.anchor_specs(config.vvenc_preset, config.threads)[codec]
+        spec = reduced.bench_specs(config.vvenc_preset, config.threads)[codec]
+        shape = {"size": spec.size, "fps": spec.fps} if reduced.is_reduced(spec) else {}
         cheap_spec = probe_specs(config).get(codec)
         probe = _probe_cached(spec, self.frames, work / codec, ffmpeg)
         cheap_probe = None
@@ -185,10 +187,10 @@ class _ClipRun:
                              "cheap_probes": [list(p) for p in found.cheap_probes]})
             if enc.param not in done:  # else two targets landed on one encode (e.g. both below the floor)
                 done.add(enc.param)
-                decoded, dec_s = anchors.decode(spec, enc.bitstream, n, ffmpeg)
+                decoded, dec_s = reduced.decode_display(spec, enc.bitstream, n, ffmpeg)  # (n, 256, 256, 3)
                 rows.append(self.row(codec, f"{spec.control}{enc.param}", decoded, enc.kbps, n / enc.encode_s,
                                      n / max(dec_s, 1e-9), target_kbps=target, param=enc.param,
-                                     at_floor=found.at_floor))
+                                     at_floor=found.at_floor, **shape))
                 if codec in STRIP_ANCHORS and (shown is None or enc.kbps < shown[1]):
                     shown = decoded[strip_indices(n)], enc.kbps
             self.tick(f"{codec} {target:g}")

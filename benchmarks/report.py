@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avfr.benchmarks import envelope
+
 logger = logging.getLogger(__name__)
 
 METRICS = ("psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd", "mouth_lmd", "sync_corr", "id_dist", "jitter",
@@ -174,8 +176,9 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
-def plot_curves(means: Sequence[dict], out_dir: Path) -> list[Path]:
-    """kbit/s vs PSNR / SSIM / VMAF / LMD, one line per codec (avfr at its stream rate; still drawn as a level).
+def plot_curves(means: Sequence[dict], out_dir: Path, env: Sequence[dict] = ()) -> list[Path]:
+    """kbit/s vs PSNR / SSIM / VMAF / LMD, one line per codec (avfr at its stream rate; still drawn as a level),
+    plus the anchors' envelope (:func:`avfr.benchmarks.envelope.envelope`: its mean records, or its one clip's).
 
     Returns:
         The PNG paths.
@@ -198,6 +201,11 @@ def plot_curves(means: Sequence[dict], out_dir: Path) -> list[Path]:
                 ax.axhline(pts[0][1], color="grey", ls="--", lw=1, label=CODEC_LABELS[codec])
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=CODEC_LABELS.get(codec, codec))
+        shown = [r for r in env if r["clip"] == "mean"] or env
+        pts = sorted((r["best"]["kbps"], r["best"][metric]) for r in shown if r["metric"] == metric and r["best"])
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", ls=":", color="black",
+                    label="anchor envelope (best size/fps/QP per target)")
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.5, 1, 2, 4, 8, 16, 32, 64, 128]))
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -260,6 +268,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {anchor} | " + " | ".join(_fmt(v, 1) for v in vals.values()) + " |")
     lines += ["", "Anchor floors (rate at the largest QP, mean over clips, kbit/s): " + ", ".join(
         f"{c} {_fmt(v, 2)}" for c, v in report.get("anchor_floors_kbps", {}).items()) + ".", ""]
+    lines += envelope.markdown(report.get("envelope", []))
     lines += ["", "## Target check", ""] + [f"- {t}" for t in report["target_check"]]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     lines += ["", "## Anchor flags", ""]

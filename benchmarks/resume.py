@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avfr.benchmarks import anchors
+from avfr.benchmarks import anchors, reduced
 from avfr.benchmarks.avfr_call import (
     AUDIO_BITRATE_BPS,
     AVFR_PATH_VERSION,
@@ -114,8 +114,8 @@ def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None
     whether rows get an identity distance. The still row adds the source's WebP quality; an avfr point adds
     the model's manifest hash, its settings (:class:`avfr.benchmarks.avfr_call.AvfrPoint`), the path version
     and ``threads``; the cross part adds the cross source image; an anchor codec adds its encoder flags (with
-    the preset and threads), those of its QP-search probes, the target rates, ``max_probes`` and the search
-    version.
+    the preset and threads; a reduced-size anchor also its size and frame rate), those of its QP-search probes,
+    the target rates, ``max_probes`` and the search version.
 
     Args:
         clip: a prepared clip (``avfr.codec.data.cache.ClipArrays``).
@@ -135,11 +135,12 @@ def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None
             p = config.featured_point()
             parts.append(_part("cross", p, 1, **avfr, point=asdict(AVFR_POINTS[p]),
                                cross_source=array_digest(cross_source)))
-    specs, cheap = anchors.anchor_specs(config.vvenc_preset, config.threads), probe_specs(config)
+    specs, cheap = reduced.bench_specs(config.vvenc_preset, config.threads), probe_specs(config)
     for codec in config.codecs:
         if codec != "avfr":
-            parts.append(_part("anchor", codec, len(config.bitrates_kbps), **base, spec=asdict(specs[codec]),
-                               probe_spec=asdict(cheap[codec]) if codec in cheap else None,
+            parts.append(_part("anchor", codec, len(config.bitrates_kbps), **base,
+                               spec=reduced.spec_fields(specs[codec]),
+                               probe_spec=reduced.spec_fields(cheap[codec]) if codec in cheap else None,
                                bitrates_kbps=list(config.bitrates_kbps), max_probes=config.max_probes,
                                anchor_search_version=ANCHOR_SEARCH_VERSION))
     return parts
@@ -204,10 +205,11 @@ def missing_parts(out_dir: Path, clip, config: BenchConfig, cross_source: np.nda
 
 
 def probe_specs(config: BenchConfig) -> dict[str, anchors.AnchorSpec]:
-    """The cheap-probe variants of the vvenc anchors (``config.probe_preset``; empty when it is off)."""
+    """The cheap-probe variants of the vvenc anchors, reduced-size ones included (``config.probe_preset``; empty
+    when it is off)."""
     if not config.probe_preset or config.probe_preset == config.vvenc_preset:
         return {}
-    cheap = anchors.anchor_specs(config.probe_preset, config.threads)
+    cheap = reduced.bench_specs(config.probe_preset, config.threads)
     return {c: cheap[c] for c in config.codecs if c in cheap and cheap[c].encoder == "libvvenc"}
 
 

@@ -15,6 +15,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 ANCHORS = ("vvc", "vvc-ra", "hevc", "av1")
+REDUCED_HELP = ("vvc-small / av1-small: H.266 low delay / AV1 at reduced size and frame rate (e.g. vvc-s128f12.5 = "
+                "128x128 at 12.5 fps; sizes 256/192/128/96, 25, 12.5 or 6.25 fps), shown upscaled (Lanczos) and "
+                "frame-repeated to 256x256 at 25 fps; not in the default set (each configuration is a full QP search)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bitrate", default="2,4,8,16,32", help="anchor target rates, kbit/s, comma-separated")
     p.add_argument("--codecs", default="avfr,vvc,vvc-ra,hevc,av1",
                    help="avfr and anchors among vvc (H.266 low delay), vvc-ra (H.266 random access), hevc, av1 "
-                   "(default: all); the still row is always made")
+                   f"(default: these); {REDUCED_HELP}; the still row is always made")
     p.add_argument("--avfr-points", default="q6,q7,q8,q10",
                    help="avfr operating points (q6, q7 = the call default, q8, q10)")
     p.add_argument("--cross", action="store_true", help="also cross-identity reenactment (no-reference metrics)")
@@ -58,12 +61,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _parse_codecs(text: str) -> tuple[str, ...]:
+    """--codecs: names, with ``<codec>-small`` expanded to its reduced-size configurations."""
+    from avfr.benchmarks.reduced import FAMILIES, reduced_specs
     from avfr.cli import CliError
 
-    codecs = [c.strip() for c in text.split(",") if c.strip()]
-    bad = [c for c in codecs if c not in ("avfr", *ANCHORS)]
+    codecs = [n for c in text.split(",") if c.strip() for n in FAMILIES.get(c.strip(), (c.strip(),))]
+    bad = [c for c in codecs if c not in ("avfr", *ANCHORS, *reduced_specs())]
     if bad:
-        raise CliError(f"unknown codec(s) {', '.join(bad)}: choose from avfr, {', '.join(ANCHORS)}")
+        raise CliError(f"unknown codec(s) {', '.join(bad)}: choose from avfr, {', '.join(ANCHORS)}, "
+                       f"{', '.join(FAMILIES)} or one configuration such as vvc-s128f12.5")
     return tuple(dict.fromkeys(codecs))
 
 
@@ -98,7 +104,7 @@ def _bench(args: argparse.Namespace) -> int:
         AvfrModels,
         BenchConfig,
         Evaluator,
-        anchor_specs,
+        envelope,
         ffmpeg_exe,
         identity_status,
         load_done,
@@ -108,6 +114,7 @@ def _bench(args: argparse.Namespace) -> int:
         run_clip,
     )
     from avfr.benchmarks import report as bench_report
+    from avfr.benchmarks.reduced import bench_specs, display_flags
     from avfr.cli import CliError
     from avfr.codec.data import default_cache_dir, load_clips
 
@@ -134,7 +141,7 @@ def _bench(args: argparse.Namespace) -> int:
     config = BenchConfig(tuple(sorted(rates)), codecs, points, args.cross,
                          args.max_frames, args.vvenc_preset, args.max_probes, args.threads,
                          not args.no_identity, probe_preset, model)
-    specs = anchor_specs(config.vvenc_preset, config.threads)
+    specs = bench_specs(config.vvenc_preset, config.threads)
     missing = missing_encoders([specs[c] for c in config.codecs if c in specs], ffmpeg_exe())
     if missing:
         raise CliError(f"the imageio-ffmpeg binary lacks {', '.join(missing)}: update imageio-ffmpeg or drop "
@@ -198,7 +205,7 @@ def _bench(args: argparse.Namespace) -> int:
         "avfr_points": {p: vars(AVFR_POINTS[p]) for p in points},
         "avfr_model": ({"manifest": str(manifest), "manifest_sha256_16": config.model} if manifest is not None
                        else None),
-        "anchor_flags": {c: specs[c].flags() + (f"   (QP search: -preset {config.probe_preset} probes, see "
+        "anchor_flags": {c: display_flags(specs[c]) + (f"   (QP search: -preset {config.probe_preset} probes, see "
                                                  "anchor_search)" if c in probed else "")
                          for c in config.codecs if c in specs},
         "anchor_search": bench_report.search_note(config.vvenc_preset, config.probe_preset, sorted(probed),
@@ -212,7 +219,8 @@ def _bench(args: argparse.Namespace) -> int:
         "reference_mean": {k: bench_report._mean([r.get(k) for r in ref]) for k in ("sync_corr", "jitter")},
         "rows": rows + means,
         "cross_rows": [r for res in results for r in res["cross_rows"]],
-        "anchor_floors_kbps": bench_report.floors(results, specs),
+        "anchor_floors_kbps": bench_report.floors(results, {c: s for c, s in specs.items() if c in ANCHORS}),
+        "envelope": envelope.envelope(results, config.bitrates_kbps),
         "bd_rate_pct": bench_report.bd_rates(means),
         "target_check": bench_report.target_check(means),
         "wall_s": round(time.perf_counter() - started, 1),
@@ -224,7 +232,7 @@ def _bench(args: argparse.Namespace) -> int:
         report["cross_note"] = "cross-identity rows skipped: needs at least two clips"
     if not id_ok:
         report["id_dist_note"] = f"id_dist is null: {report['identity']}"
-    report["plots"] = [p.name for p in bench_report.plot_curves(means, out)]
+    report["plots"] = [p.name for p in bench_report.plot_curves(means, out, report["envelope"])]
     (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=str))
     (out / "report.md").write_text(bench_report.markdown(report))
     print(f"wrote {out / 'report.md'} ({len(results)} clips, {len(rows)} rows)")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avfr.benchmarks import CallRefusedError, loopback_call, stats_line, stats_loop
+from avfr.cli import CliError
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     send.add_argument("--connect", default="127.0.0.1:8765", metavar="HOST:PORT", help="receiver's signaling")
     send.add_argument("--host-ip", default=None, help="ICE host candidate address (default 127.0.0.1; "
                       "set it to this machine's LAN address to call another machine)")
+    send.add_argument("--timeout-s", type=float, default=10.0, help="give up when no receiver answers "
+                      "within this long (default 10)")
     send.set_defaults(func=_send)
 
     receive = subparsers.add_parser("receive", help="the answering peer (waits for `avfr-codec send`)")
@@ -91,47 +94,113 @@ def _open_source(args: argparse.Namespace):
     if args.video is not None:
         if not args.video.exists():
             raise FileNotFoundError(f"video not found: {args.video}")
-        return FileSource(args.video, args.audio, args.frames)
+        source = FileSource(args.video, args.audio, args.frames)
+        if source.audio_path is None:
+            _warn(f"no audio in {args.video} (nor a {args.video.with_suffix('.wav').name} next to it): "
+                  "sending silence; pass --audio FILE")
+        return source
+    if args.audio is not None:
+        raise CliError("--audio needs --video (the camera call uses the microphone)")
     try:
         return CameraSource()
     except DeviceError as exc:
-        from avfr.cli import CliError
-
         raise CliError(str(exc)) from exc
 
 
-def _outputs(args: argparse.Namespace):
-    """Frame callbacks for --out / --show, and a closer (which pads the mp4 to the frames decided)."""
-    callbacks, closers = [], []
-    total = {"frames": None}
-    if args.out is not None:
-        from avfr.receiver.output import Mp4Writer
+def _warn(text: str) -> None:
+    print(f"avfr-codec: warning: {text}", file=sys.stderr, flush=True)
 
-        writer = Mp4Writer(args.out)
-        callbacks.append(writer.write)
-        closers.append(lambda: writer.close(total["frames"]))
-    if args.show:
-        from avfr.receiver.output import Window
 
+def _warn_no_face(encoder_stats) -> None:
+    missing, frames = encoder_stats.no_face_frames, encoder_stats.frames
+    if missing:
+        _warn(f"no face found in {missing} of {frames} frames: the keypoints were held there, so the far end's "
+              "picture did not follow" + (" (is there a face in the video?)" if missing >= frames else ""))
+
+
+def _close_source(frames) -> None:
+    close = getattr(frames, "close", None)
+    if close is not None:
+        close()
+
+
+class _Outputs:
+    """Where ``--out`` / ``--show`` frames go. The first failure (a missing folder, a full disk, ...) stops the
+    writing and, through `guard`, ends the call with that error instead of leaving it running."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.writer = self.window = None
+        self.error: Exception | None = None
+        self._failed: asyncio.Event | None = None
+        if args.show:  # first: Window refuses a machine without a display before OpenCV's GUI aborts
+            from avfr.receiver.output import Window
+
+            try:
+                self.window = Window()
+            except RuntimeError as exc:
+                raise CliError(str(exc)) from exc
+        if args.out is not None:
+            from avfr.receiver.output import Mp4Writer
+
+            try:
+                self.writer = Mp4Writer(args.out)
+            except BaseException:
+                self.close(None, failing=True)
+                raise
+
+    def on_frame(self, frame) -> None:
+        """The receiver's frame callback (on the event loop)."""
+        if self.error is not None:
+            return
         try:
-            window = Window()
-        except RuntimeError as exc:
-            from avfr.cli import CliError
+            if self.writer is not None:
+                self.writer.write(frame)
+            if self.window is not None:
+                self.window.show(frame)
+        except Exception as exc:  # noqa: BLE001 - raised from guard(), which ends the call
+            self.error = exc
+            if self._failed is not None:
+                self._failed.set()
 
-            raise CliError(str(exc)) from exc
-        callbacks.append(window.show)
-        closers.append(window.close)
+    async def guard(self, coro):
+        """Await `coro`; when an output fails first, cancel it (its clean-up runs) and raise that error."""
+        self._failed = asyncio.Event()
+        task = asyncio.ensure_future(coro)
+        failed = asyncio.ensure_future(self._failed.wait())
+        try:
+            await asyncio.wait({task, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+            if not task.done():
+                task.cancel()
+        try:
+            result = await task
+        except BaseException:
+            if self.error is None:
+                raise
+        if self.error is not None:
+            raise self.error
+        return result
 
-    def on_frame(frame) -> None:
-        for cb in callbacks:
-            cb(frame)
-
-    def close(total_frames: int | None = None) -> None:
-        total["frames"] = total_frames
-        for c in closers:
-            c()
-
-    return on_frame, close
+    def close(self, total_frames: int | None, failing: bool = False) -> None:
+        """Finish the mp4 (padded to `total_frames`) and the window, each once; after a failure (`failing`, or
+        an output error) only release them, else raise the first error after closing both."""
+        failing = failing or self.error is not None
+        parts = ((self.writer, lambda w: w.close(total_frames)), (self.window, lambda w: w.close()))
+        self.writer = self.window = None
+        first: Exception | None = None
+        for part, finish in parts:
+            if part is None:
+                continue
+            try:
+                finish(part)
+            except Exception as exc:  # noqa: BLE001 - the first error is the one reported
+                if failing or first is not None:
+                    logger.debug("closing %s after a failure: %s", type(part).__name__, exc)
+                else:
+                    first = exc
+        if first is not None:
+            raise first
 
 
 def _encoder_config(args: argparse.Namespace):
@@ -148,24 +217,35 @@ def _call(args: argparse.Namespace) -> int:
     from avfr.sender.track import Impairment
 
     source_rgb = _load_source(args.source)
-    frames = _open_source(args)
-    on_frame, close = _outputs(args)
-    impairment = Impairment(loss=args.loss, jitter_ms=args.jitter_ms)
-    result = None
+    outputs = _Outputs(args)
+    frames = result = None
     try:
-        result = _run_call(loopback_call(
+        frames = _open_source(args)
+        result = _run_call(outputs.guard(loopback_call(
             frames, source_rgb, encoder_config=_encoder_config(args),
             decoder_config=DecoderConfig(threads=args.threads, realtime=args.realtime),
-            impairment=impairment, realtime=args.realtime, keep_frames=False, on_frame=on_frame,
-            stats_every_s=0.0 if args.quiet else 1.0))
+            impairment=Impairment(loss=args.loss, jitter_ms=args.jitter_ms), realtime=args.realtime,
+            keep_frames=False, on_frame=outputs.on_frame, stats_every_s=0.0 if args.quiet else 1.0)))
+        outputs.close(result.decoder.frames_decided)
+    except BaseException:
+        _end_status_line(args)
+        outputs.close(None, failing=True)
+        raise
     finally:
-        close(result.decoder.frames_decided if result is not None else None)
+        _close_source(frames)
     line = stats_line(result.encoder, result.decoder, result.link, result.frame_times, result.wall_s)
     print(("\r" if not args.quiet else "") + line, file=sys.stderr)
+    _warn_no_face(result.encoder)
     print(f"call: {result.decoder.frames_decided} frames ({result.decoder.frames_out} rendered) in "
           f"{result.wall_s:.1f} s, connected in "
           f"{1000 * result.setup_s:.0f} ms (offer/answer)" + (f", written to {args.out}" if args.out else ""))
     return 0
+
+
+def _end_status_line(args: argparse.Namespace) -> None:
+    """Before an error: end the live stats line (it has no newline of its own)."""
+    if not args.quiet:
+        print(file=sys.stderr, flush=True)
 
 
 def _run_call(coro):
@@ -173,16 +253,23 @@ def _run_call(coro):
     try:
         return asyncio.run(coro)
     except CallRefusedError as exc:
-        from avfr.cli import CliError
-
         raise CliError(str(exc)) from exc
 
 
 def _send(args: argparse.Namespace) -> int:
     source_rgb = _load_source(args.source)
-    frames = _open_source(args)
     host, port = _parse(args.connect)
-    stats = asyncio.run(_send_async(frames, source_rgb, host, port, args))
+    if not args.timeout_s > 0:
+        raise ValueError(f"--timeout-s must be > 0, got {args.timeout_s}")
+    frames = _open_source(args)
+    try:
+        stats, encoder_stats = asyncio.run(_send_async(frames, source_rgb, host, port, args))
+    except BaseException:
+        _end_status_line(args)
+        raise
+    finally:
+        _close_source(frames)
+    _warn_no_face(encoder_stats)
     print(f"send: {stats.frames} frames, {stats.media_bytes} media bytes, {stats.control_bytes} control bytes")
     return 0
 
@@ -204,27 +291,38 @@ async def _send_async(frames, source_rgb, host: str, port: int, args: argparse.N
         control, media = create_channels(pc)
         sending = SendingPeer(encoder, control, media)
         try:
-            await call_signaling(pc, host, port)
+            print(f"send: calling {host}:{port} (up to {args.timeout_s:g} s for a receiver)", file=sys.stderr,
+                  flush=True)
+            try:
+                await call_signaling(pc, host, port, retry_s=args.timeout_s)
+            except ConnectionError as exc:
+                if not str(exc).startswith("no avfr receiver"):
+                    raise
+                raise ConnectionError(f"{exc} within {args.timeout_s:g} s: start `avfr-codec receive` there first "
+                                      "(or raise --timeout-s)") from exc
             stats = await sending.run(frames, source_rgb, realtime=True)
             if encoder.stopped:
-                from avfr.cli import CliError
-
                 raise CliError(f"the receiver refused the call: {encoder.stats.refused}")
             await asyncio.sleep(0.5)  # let the end anchor reach the receiver
         finally:
             sending.close()
             await pc.close()
-    return stats
+            encoder.close()  # mediapipe (the encoder thread has stopped)
+    return stats, encoder.stats
 
 
 def _receive(args: argparse.Namespace) -> int:
     host, port = _parse(args.listen)
-    on_frame, close = _outputs(args)
-    stats = None
+    if args.timeout_s is not None and not args.timeout_s > 0:
+        raise ValueError(f"--timeout-s must be > 0, got {args.timeout_s}")
+    outputs = _Outputs(args)
     try:
-        stats = asyncio.run(_receive_async(host, port, args, on_frame))
-    finally:
-        close(stats.frames_decided if stats is not None else None)
+        stats = asyncio.run(outputs.guard(_receive_async(host, port, args, outputs.on_frame)))
+        outputs.close(stats.frames_decided)
+    except BaseException:
+        _end_status_line(args)
+        outputs.close(None, failing=True)
+        raise
     print(f"\nreceive: {stats.frames_decided} frames ({stats.frames_out} rendered)"
           + (f", written to {args.out}" if args.out else ""))
     return 0
@@ -242,18 +340,25 @@ async def _receive_async(host: str, port: int, args: argparse.Namespace, on_fram
         receiving.frames_out.append(on_frame)
         stats_task = None
         try:
-            await serve_signaling(pc, host, port, args.timeout_s)
+            limit = f"gives up after {args.timeout_s:g} s" if args.timeout_s else "Ctrl-C to stop"
+            print(f"receive: waiting for a sender on {host}:{port} ({limit})", file=sys.stderr, flush=True)
+            try:
+                await serve_signaling(pc, host, port, args.timeout_s)
+            except (asyncio.TimeoutError, TimeoutError) as exc:
+                if pc.remoteDescription is None:  # no offer
+                    raise TimeoutError(f"no sender called {host}:{port} within {args.timeout_s:g} s "
+                                       "(--timeout-s)") from exc
+                raise TimeoutError(f"{exc or 'timed out'} (--timeout-s)") from exc  # no connection in time
             if not args.quiet:
                 stats_task = asyncio.get_running_loop().create_task(
                     stats_loop(1.0, None, decoder, None, receiving))
             await receiving.wait()
             if decoder.refused:
-                from avfr.cli import CliError
-
                 raise CliError(f"refused the call: {decoder.refused}")
         finally:
             if stats_task is not None:
                 stats_task.cancel()
             receiving.close()
             await pc.close()
+            decoder.close()  # mediapipe (the generator thread has stopped)
     return decoder.stats

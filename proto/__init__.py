@@ -72,6 +72,7 @@ from avfr.proto.source import (
     encode_source_chunk,
     split_source_image,
 )
+from avfr.proto.text import printable_text
 
 __all__ = [
     "WIRE_VERSION",
@@ -137,4 +138,5 @@ __all__ = [
     "decode_keypoints",
     "encode_audio",
     "decode_audio",
+    "printable_text",
 ]

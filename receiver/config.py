@@ -68,7 +68,7 @@ class DecoderStats:
     key_requests: int = 0
     frames_decided: int = 0
     frames_out: int = 0
-    render_skipped: int = 0  # decided frames not rendered because the generator fell behind (realtime)
+    render_skipped: int = 0  # decided frames not drawn (the last picture repeated) as the generator fell behind
     generate_ms: float = 0.0  # total time in the receiver graph
 
     def to_message(self) -> Stats:
@@ -119,7 +119,11 @@ class FrameJob:
 
 @dataclass(frozen=True)
 class ReceivedFrame:
-    """One output frame: uint8 (256, 256, 3) RGB and its float32 (640,) 16 kHz PCM."""
+    """One output frame: uint8 (256, 256, 3) RGB and its float32 (640,) 16 kHz PCM.
+
+    ``repeated``: the generator skipped this frame (realtime, behind): rgb is the last picture drawn, the
+    speech is this frame's own.
+    """
 
     index: int
     ts_90k: int
@@ -130,3 +134,4 @@ class ReceivedFrame:
     decided_s: float
     done_s: float
     held_frames: int = 0  # for how many frames the keypoints drawn had been held (FrameJob.held_frames)
+    repeated: bool = False

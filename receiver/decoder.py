@@ -49,6 +49,7 @@ from avfr.proto import (
     encode_stats,
     error_from_exception,
     peek_type,
+    printable_text,
     validate_hello,
 )
 from avfr.proto.framing import MessageType
@@ -205,7 +206,7 @@ class Decoder:
             return
         error = validate_hello(hello, self.capabilities)
         if error is not None:
-            self.refused = f"{error.code.name}: {error.text}"
+            self.refused = f"{error.code.name}: {printable_text(error.text)}"
             logger.error("refused the call: %s", self.refused)
             self._replies.append(encode_error(error))
             return
@@ -220,7 +221,7 @@ class Decoder:
         if image is None:
             return
         try:
-            rgb = decode_source_image(image.data)
+            rgb = decode_source_image(image.data, image_format=image.format)  # header checked before decoding
         except ValueError as exc:
             self._replies.append(encode_refresh(Refresh(want_key=False, want_source=True)))
             raise ProtocolError(f"source image {image.image_id}: {exc}") from exc
@@ -269,7 +270,7 @@ class Decoder:
             due = self._buffer.due(now_s)
             if due is None:
                 break
-            filled = self._speech.fill(self._buffer, due.need_samples, due.ended)
+            filled = self._speech.fill(self._buffer, due.need_samples, due.ended, due.late)
             self.stats.audio_concealed = self._speech.concealed
             if not filled:
                 break
@@ -315,10 +316,10 @@ class Decoder:
         """Run one job: a SourceJob sets the source (returns None), a FrameJob renders a frame.
 
         Raises:
-            RuntimeError: built with render=False.
+            RuntimeError: built with render=False, or closed.
         """
         if self._generator is None:
-            raise RuntimeError("this Decoder was built with render=False")
+            raise RuntimeError("this Decoder was built with render=False, or closed")
         if isinstance(job, SourceJob):
             if self._extractor is None:
                 from avfr.codec.data import PriorExtractor
@@ -349,6 +350,18 @@ class Decoder:
         """`receive` then run the queued jobs on this thread; returns the frames rendered."""
         self.receive(channel, data, now_s)
         return self.drain()
+
+    def close(self) -> None:
+        """Release mediapipe and the generator once no run_job runs (idempotent; `with Decoder() as d:` too)."""
+        if self._extractor is not None:
+            self._extractor.close()
+        self._extractor = self._generator = None
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def drain(self) -> list[ReceivedFrame]:
         """Run every queued job on this thread; returns the frames rendered."""

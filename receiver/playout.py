@@ -6,12 +6,15 @@ which the sender also sends on the reliable channel). Frame n is due when its ke
 declared lost; its audio (up to the end of its mel window and of its own 40 ms, `needed_samples`) is then
 taken in packet order, each packet there or declared lost. A packet is declared lost when packets
 `reorder_frames` frames (`reorder_audio_packets` packets) newer arrived, when the end anchor arrived, or,
-with `realtime=True`, when its playout deadline passed: ``base + media time + delay``, where base is the
-earliest arrival relative to media time and the delay adapts to the measured interarrival jitter (RFC 3550
-estimate) and to late packets: ``clip(min_delay + 3 jitter + late, min_delay, max_delay)``, where each late
-packet adds 20 ms to ``late`` and every decided frame takes 0.5 ms off again. Without `realtime` the
-decisions depend only on the order in which messages arrive, so a recorded call decodes offline to the
-same frames.
+with `realtime=True`, when its playout deadline passed and a packet sent after it (later on the media clock,
+either stream) arrived: the deadline is ``base + media time + delay``, where base is the earliest arrival
+relative to media time and the delay adapts to the measured interarrival jitter (RFC 3550 estimate) and to
+late packets: ``clip(min_delay + 3 jitter + late, min_delay, max_delay)``, where each late packet adds 20 ms
+to ``late`` and every decided frame takes 0.5 ms off again. When nothing newer arrived the sender has not
+got that far (it runs late, or the stream ends): playout waits instead of concealing media that is still
+coming, so the receiver never decides frames the sender did not send, and never drops speech that comes
+late as a whole. Without `realtime` the decisions depend only on the order in which messages arrive, so a
+recorded call decodes offline to the same frames.
 """
 
 from __future__ import annotations
@@ -63,13 +66,15 @@ class DueFrame:
         index: frame number from the stream start.
         have_kp: its keypoint packet is buffered (False: declared lost).
         need_samples: its audio must reach this sample of the timeline (`needed_samples`).
-        ended: missing audio is declared lost at once (its deadline passed or the stream ended).
+        ended: the stream ended: missing audio is declared lost (past its last packet: silence) at once.
+        late: its playout deadline passed: missing audio that newer media overtook is declared lost.
     """
 
     index: int
     have_kp: bool
     need_samples: int
     ended: bool
+    late: bool = False
 
 
 class JitterBuffer:
@@ -95,6 +100,7 @@ class JitterBuffer:
         self._audio_buf: dict[int, bytes] = {}
         self._audio_high = -1
         self._audio_next = 0
+        self._media_high = -1  # start (16 kHz samples) of the latest packet on the media clock, either stream
         self._base_s: float | None = None
         self._prev_transit: float | None = None
         self._jitter_s = 0.0
@@ -156,6 +162,7 @@ class JitterBuffer:
             return None
         self._kp_buf[index] = packet
         self._kp_high = max(self._kp_high, index)
+        self._media_high = max(self._media_high, index * SAMPLES_PER_FRAME)
         self._arrival(now_s, index / self._session.fps)
         return index
 
@@ -179,6 +186,7 @@ class JitterBuffer:
             return False
         self._audio_buf[index] = audio.payload
         self._audio_high = max(self._audio_high, index)
+        self._media_high = max(self._media_high, index * OPUS_FRAME_SAMPLES)
         self._arrival(now_s, index * OPUS_FRAME_SAMPLES / SAMPLE_RATE)
         return True
 
@@ -224,25 +232,34 @@ class JitterBuffer:
         if self.end_index is not None and n > self.end_index:
             return None
         need = needed_samples(n, self._session.causal_window)
-        forced = self._deadline_passed(need, now_s)
+        late = self._deadline_passed(need, now_s)
+        ended = self.end_index is not None
         have_kp = n in self._kp_buf
-        lost = not have_kp and (self._kp_high >= n + self._config.reorder_frames
-                                or self.end_index is not None or forced)
+        lost = not have_kp and (self._kp_high >= n + self._config.reorder_frames or ended
+                                or (late and self._overtaken(n * SAMPLES_PER_FRAME)))
         if not (have_kp or lost):
             return None
-        return DueFrame(n, have_kp, need, forced or self.end_index is not None)
+        return DueFrame(n, have_kp, need, ended, late)
 
-    def next_audio(self, ended: bool) -> bytes | AudioGap:
+    def _overtaken(self, start_sample: int) -> bool:
+        """A packet that starts later on the media clock (16 kHz samples) than `start_sample` arrived."""
+        return self._media_high > start_sample
+
+    def next_audio(self, ended: bool, late: bool = False) -> bytes | AudioGap:
         """The next audio packet's payload in packet order, or why there is none (WAIT: ask again later).
 
         Args:
-            ended: declare a missing packet lost without waiting for newer ones (`DueFrame.ended`).
+            ended: the stream ended: a missing packet is lost, or past the end (`DueFrame.ended`).
+            late: its deadline passed: a missing packet that newer media overtook is lost (`DueFrame.late`).
         """
         a = self._audio_next
         if a in self._audio_buf:
             out = self._audio_buf.pop(a)
-        elif self._audio_high >= a + self._config.reorder_audio_packets or ended:
-            out = AudioGap.LOST if a <= self._audio_high or not ended else AudioGap.PAST_END
+        elif ended:
+            out = AudioGap.LOST if a <= self._audio_high else AudioGap.PAST_END
+        elif self._audio_high >= a + self._config.reorder_audio_packets or (
+                late and self._overtaken(a * OPUS_FRAME_SAMPLES)):
+            out = AudioGap.LOST
         else:
             return AudioGap.WAIT
         self._audio_next += 1

@@ -34,16 +34,17 @@ class SpeechTimeline:
         self._pcm_base = 0
         self.concealed = 0  # audio packets declared lost and concealed
 
-    def fill(self, buffer: JitterBuffer, need_samples: int, ended: bool) -> bool:
+    def fill(self, buffer: JitterBuffer, need_samples: int, ended: bool, late: bool = False) -> bool:
         """Decode audio in packet order until the timeline holds `need_samples`; False: wait for packets.
 
         Args:
             buffer: where the packets are.
             need_samples: the sample (16 kHz, from the stream start) the timeline must reach.
-            ended: missing packets are declared lost at once (`DueFrame.ended`).
+            ended: the stream ended: missing packets are declared lost at once (`DueFrame.ended`).
+            late: the frame's deadline passed: missing packets that newer media overtook are lost (`DueFrame.late`).
         """
         while self._pcm_base + len(self._pcm) < need_samples:
-            packet = buffer.next_audio(ended)
+            packet = buffer.next_audio(ended, late)
             if packet is AudioGap.WAIT:
                 return False
             if packet is AudioGap.LOST:

@@ -20,8 +20,8 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from avfr.codec.data import SAMPLE_RATE
-from avfr.proto import CONTROL_CHANNEL_LABEL
-from avfr.receiver.config import FrameJob, ReceivedFrame
+from avfr.proto import CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL, printable_text
+from avfr.receiver.config import FrameJob, ReceivedFrame, SourceJob
 from avfr.receiver.decoder import Decoder
 
 __all__ = ["ReceivedVideoTrack", "ReceivedAudioTrack", "ReceivingPeer"]
@@ -97,8 +97,10 @@ class ReceivingPeer:
         record_messages: keep every received (channel, bytes) in arrival order (for offline replays).
         tick_s: realtime decoders are ticked this often.
 
-    A realtime decoder's worker skips a frame when `max_render_lag_frames` more jobs wait behind it (the
-    generator is slower than real time): counted in ``decoder.stats.render_skipped``.
+    A realtime decoder's worker skips drawing a frame when `max_render_lag_frames` more jobs wait behind it
+    (the generator is slower than real time): that frame still goes out, with its own speech under the last
+    picture drawn (`ReceivedFrame.repeated`), so the tracks and callbacks get every decided frame and the
+    speech plays on; counted in ``decoder.stats.render_skipped``.
     """
 
     max_render_lag_frames = 2
@@ -144,6 +146,9 @@ class ReceivingPeer:
 
     def _on_channel(self, channel) -> None:
         label = channel.label
+        if label not in (CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL):  # the peer names its channels
+            logger.warning("ignored a data channel labelled %s", printable_text(label, 64))
+            return
         if label == CONTROL_CHANNEL_LABEL:
             self.control = channel
         channel.on("message", lambda data, label=label: self._on_message(label, data))
@@ -190,13 +195,15 @@ class ReceivingPeer:
             self._dispatch()
 
     def _work(self) -> None:
+        shown: ReceivedFrame | None = None  # the last frame drawn
+        source: SourceJob | None = None  # the source image: the picture before the first frame is drawn
         while True:
             job = self._jobs.get()
             if job is None:
                 return
             if self.decoder.config.realtime and isinstance(job, FrameJob) and \
-                    self._jobs.qsize() >= self.max_render_lag_frames:
-                self._loop.call_soon_threadsafe(self._skipped)  # behind real time: show a newer frame
+                    self._jobs.qsize() >= self.max_render_lag_frames:  # behind real time: draw a newer frame
+                self._loop.call_soon_threadsafe(self._deliver, _repeat(job, shown, source))
                 continue
             try:
                 frame = self.decoder.run_job(job)
@@ -204,12 +211,11 @@ class ReceivingPeer:
                 logger.exception("generator failed")
                 self._loop.call_soon_threadsafe(self._failed, exc)
                 return
+            if isinstance(job, SourceJob):
+                source = job
+            else:
+                shown = frame
             self._loop.call_soon_threadsafe(self._deliver, frame)
-
-    def _skipped(self) -> None:
-        self._pending_jobs -= 1
-        self.decoder.stats.render_skipped += 1
-        self._check_done()
 
     def _failed(self, exc: BaseException) -> None:
         self.error = exc
@@ -217,11 +223,14 @@ class ReceivingPeer:
 
     def _deliver(self, frame: ReceivedFrame | None) -> None:
         self._pending_jobs -= 1
-        if frame is not None:
+        if frame is not None and frame.repeated:
+            self.decoder.stats.render_skipped += 1
+        elif frame is not None:
             self.frame_times[frame.index] = time.perf_counter()
             if len(self.frame_times) > 2 * _KEEP_TIMES:  # bounded over long calls
                 for old in sorted(self.frame_times)[:-_KEEP_TIMES]:
                     del self.frame_times[old]
+        if frame is not None:
             for track in self.video_tracks:
                 track.put(frame)
             for track in self.audio_tracks:
@@ -231,7 +240,7 @@ class ReceivingPeer:
         self._check_done()
 
     async def wait(self, timeout_s: float | None = None) -> None:
-        """Until every frame of the call was rendered (after the end anchor or the call closed).
+        """Until every frame of the call was delivered (after the end anchor or the call closed).
 
         Raises:
             TimeoutError: not done within timeout_s.
@@ -242,7 +251,29 @@ class ReceivingPeer:
             raise RuntimeError(f"generator failed: {self.error}") from self.error
 
     def close(self) -> None:
-        """Stop the worker thread and the ticker."""
+        """Stop the ticker and the worker thread: queued jobs are dropped, the running one is waited for (so
+        the Decoder can be closed next)."""
         if self._ticker is not None:
             self._ticker.cancel()
+        try:
+            while True:
+                self._jobs.get_nowait()  # drop the queued jobs
+        except queue.Empty:
+            pass
         self._jobs.put(None)
+        self._worker.join(timeout=30.0)
+        if self._worker.is_alive():
+            logger.warning("the generator thread did not stop within 30 s")
+
+
+def _repeat(job: FrameJob, shown: ReceivedFrame | None, source: SourceJob | None) -> ReceivedFrame:
+    """A frame the generator skips: `job`'s speech (float32 (640,)) under the last picture drawn (uint8
+    (256, 256, 3); before the first: the source image)."""
+    if shown is not None:
+        rgb, source_id = shown.rgb, shown.source_id
+    elif source is not None:
+        rgb, source_id = source.rgb, source.image_id
+    else:
+        rgb, source_id = np.zeros((256, 256, 3), np.uint8), 0
+    return ReceivedFrame(job.index, job.ts_90k, rgb, job.pcm, job.concealed, source_id, job.decided_s,
+                         time.perf_counter(), job.held_frames, repeated=True)

@@ -58,6 +58,7 @@ from avfr.proto import (
     encode_hello,
     encode_keypoints,
     encode_source_chunk,
+    printable_text,
     quantise_keypoints,
     split_source_image,
 )
@@ -102,6 +103,7 @@ class Encoder:
         self._drift: DriftMonitor | None = None  # the far end's picture, rendered here (None: drift check off)
         if cfg.drift_check_interval_frames > 0:
             self._drift = DriftMonitor(ReceiverModel.from_manifest(man, threads=cfg.threads), cfg)
+        self._owns_extractor = extractor is None  # close() closes only what it built
         if extractor is None:
             from avfr.codec.data import PriorExtractor
 
@@ -185,7 +187,7 @@ class Encoder:
         elif isinstance(msg, Error):
             if not self.stopped:  # keep the first reason
                 self.stopped = True
-                self.stats.refused = f"{msg.code.name}: {msg.text}"
+                self.stats.refused = f"{msg.code.name}: {printable_text(msg.text)}"  # peer text: no escapes
                 logger.error("peer refused the call: %s", self.stats.refused)
         elif isinstance(msg, Stats):
             logger.debug("peer stats: %s", msg)
@@ -204,10 +206,10 @@ class Encoder:
             source-image chunks a refresh produced.
 
         Raises:
-            RuntimeError: `start()` was not called.
+            RuntimeError: `start()` was not called, or the Encoder was closed.
         """
-        if not self._started:
-            raise RuntimeError("call Encoder.start() before encode_frame()")
+        if not self._started or self.extractor is None:
+            raise RuntimeError("call Encoder.start() before encode_frame(), and not after close()")
         if self.stopped or self._finished:
             return []
         t0 = time.perf_counter()
@@ -324,6 +326,21 @@ class Encoder:
             out.append(OutMessage(CONTROL_CHANNEL_LABEL, encode_keypoints(KeypointsKey(seq, ts, kp_q, jac_q),
                                                                           self.session)))
         return out
+
+    def close(self) -> None:
+        """Release the mediapipe prior extractor built here (one passed in stays open); idempotent.
+
+        Call it once no encode_frame runs, or use the Encoder as a context manager: ``with Encoder() as enc:``.
+        """
+        if self._owns_extractor and self.extractor is not None:
+            self.extractor.close()
+        self.extractor = None
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def last_replica(self) -> tuple[int, np.ndarray] | None:

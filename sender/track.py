@@ -50,20 +50,27 @@ class FileSource:
     """A clip as a call source: 256x256 25 fps frames with their speech.
 
     Audio: `audio` if given, else `<video>.wav` next to the video, else the video's own audio track,
-    else silence.
+    else silence (`audio_path` is None then: callers should say so).
 
     Args:
         video: any video FFmpeg reads.
         audio: optional speech file.
         max_frames: stop after this many frames (None: the whole clip).
+
+    Raises:
+        FileNotFoundError: `audio` was given and does not exist.
+        ValueError: `audio` was given and holds no decodable speech.
     """
 
     def __init__(self, video: str | Path, audio: str | Path | None = None, max_frames: int | None = None) -> None:
         from avfr.codec.data import VideoReader, decode_audio
 
+        if audio is not None and not Path(audio).is_file():
+            raise FileNotFoundError(f"audio not found: {audio}")
         self.video = Path(video)
         self.reader = VideoReader(self.video)
         self.max_frames = max_frames
+        self.audio_path: Path | None = None  # where the speech came from (None: silence)
         candidates = [Path(audio)] if audio is not None else [self.video.with_suffix(".wav"), self.video]
         self.pcm = np.zeros(0, np.float32)
         for path in candidates:
@@ -72,11 +79,18 @@ class FileSource:
             try:
                 pcm, _, _ = decode_audio(path)
             except (ValueError, OSError) as exc:
+                if audio is not None:
+                    raise ValueError(f"audio {path}: {exc}") from exc
                 logger.debug("no audio in %s: %s", path, exc)
                 continue
             if len(pcm):
                 self.pcm = pcm
+                self.audio_path = path
                 break
+        if audio is not None and self.audio_path is None:
+            raise ValueError(f"no audio in {audio}")
+        if self.audio_path is None:
+            logger.info("no audio for %s: sending silence", self.video)
 
     def __iter__(self) -> Iterator[CapturedFrame]:
         for index, rgb in enumerate(self.reader):
@@ -348,6 +362,8 @@ class SendingPeer:
         return self.stats
 
     def close(self) -> None:
+        """Cancel delayed sends and stop the encoder thread (waits for the running job, so the Encoder can be
+        closed next)."""
         for handle in self._delayed:
             handle.cancel()
-        self._executor.shutdown(wait=False)
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -72,3 +72,33 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
 
 def test_bench_rejects_unknown_codec(tmp_path: Path) -> None:
     assert main(["bench", "--clips", str(tmp_path), "--codecs", "avfr,h264", "--out", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.slow
+def test_bench_reduced_anchor_and_envelope(tmp_path: Path) -> None:
+    """A reduced-size anchor end to end: rows at 256x256 and 25 fps scored like the others, resume keys of its
+    own, and report.md's envelope table."""
+    if not CLIP.exists():
+        pytest.skip(f"../shared/data not found: {CLIP}")
+    from avfr.benchmarks import ffmpeg_exe, missing_encoders
+    from avfr.benchmarks.reduced import reduced_specs
+
+    if missing_encoders([reduced_specs()["vvc-s128f12.5"]], ffmpeg_exe()):
+        pytest.skip("the imageio-ffmpeg binary has no libvvenc")
+    out = tmp_path / "report"
+    argv = ["bench", "--clips", str(CLIP), "--bitrate", "4,40", "--codecs", "vvc-s128f12.5", "--max-frames",
+            str(FRAMES), "--max-probes", "2", "--vvenc-preset", "faster", "--no-identity", "--out", str(out), "-q"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = [r for r in report["rows"] if r["clip"] != "mean" and r["codec"] == "vvc-s128f12.5"]
+    assert rows and all(r["size"] == 128 and r["fps"] == 12.5 and r["psnr"] > 15 for r in rows)
+    for r in rows:  # the rate is the bitstream over the whole 25 fps clip
+        assert r["kbps"] == pytest.approx(next(s["kbps"] for s in report["clips"][0]["searches"]["vvc-s128f12.5"]
+                                                if s["param"] == r["param"]), rel=1e-4)
+    assert "scale=128:128:flags=area" in report["anchor_flags"]["vvc-s128f12.5"]
+    assert {e["metric"] for e in report["envelope"]} == {"psnr", "vmaf", "lmd"}
+    best = [e["best"] for e in report["envelope"] if e["target_kbps"] == 40 and e["best"] is not None]
+    assert best and all(b["codec"] == "vvc-s128f12.5" and b["size"] == 128 for b in best)
+    assert "## Anchor envelope" in (out / "report.md").read_text()
+    parts = list((out / "clips" / "grid_lwbsza.parts").glob("vvc-s128f12.5-*.json"))
+    assert len(parts) == 1

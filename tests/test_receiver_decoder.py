@@ -35,8 +35,11 @@ def model():
     return load_call_model()
 
 
-def _stream(model, num_frames: int = NUM_FRAMES, causal: bool = False, seed: int = 0):
-    """Sender-order messages of a synthetic call: Hello, source, start anchor, then per frame kp + 2 audio."""
+def _stream(model, num_frames: int = NUM_FRAMES, causal: bool = False, seed: int = 0, speech=None):
+    """Sender-order messages of a synthetic call: Hello, source, start anchor, then per frame kp + 2 audio.
+
+    speech: float32 (num_frames * 640,) 16 kHz to send (default: noise at 0.1 rms).
+    """
     from avfr.codec.runtime import OpusEncoder, encode_source_image
 
     rng = np.random.default_rng(seed)
@@ -60,7 +63,8 @@ def _stream(model, num_frames: int = NUM_FRAMES, causal: bool = False, seed: int
         msgs.append((M, data))
         if i == 0:
             msgs.append((C, data))
-        for payload in opus.encode((0.1 * rng.standard_normal(640)).astype(np.float32)):
+        pcm = (0.1 * rng.standard_normal(640)).astype(np.float32)
+        for payload in opus.encode(pcm if speech is None else speech[640 * i : 640 * (i + 1)]):
             msgs.append((M, encode_audio(Audio(audio_seq, 1800 * audio_seq, payload))))
             audio_seq += 1
     msgs.append((C, data))  # end anchor
@@ -201,17 +205,96 @@ def test_random_bytes_never_raise(model):
     assert dec.stats.dropped_malformed > 0
 
 
+def _media_frame(msgs) -> list[int]:
+    """For each message, the frame it belongs to in sender order (-1: before the first keypoint packet)."""
+    from avfr.proto import peek_type
+    from avfr.proto.framing import MessageType
+
+    out, frame = [], -1
+    for channel, data in msgs:
+        frame += channel == M and peek_type(data) != MessageType.AUDIO
+        out.append(frame)
+    return out
+
+
+def _realtime_call(model, msgs, send_s, end_s: float, drop=frozenset(), tick_s: float = 0.01):
+    """A realtime Decoder fed message i at send_s[i] (s), the last one (the end anchor) at end_s, and
+    ticked every tick_s like ReceivingPeer does; the messages numbered in `drop` never arrive."""
+    from avfr.receiver import Decoder, DecoderConfig
+
+    dec = Decoder(DecoderConfig(realtime=True), model, render=False)
+    events = sorted([(t, i) for i, t in enumerate(send_s[:-1]) if i not in drop] + [(end_s, len(msgs) - 1)])
+    now = 0.0
+    for t, i in events:
+        while now + tick_s < t:
+            now += tick_s
+            dec.tick(now_s=now)
+        dec.receive(*msgs[i], now_s=t)
+    return dec
+
+
 def test_realtime_deadline_declares_loss(model):
     from avfr.receiver import Decoder, DecoderConfig
 
-    msgs, _ = _stream(model)
+    msgs, _ = _stream(model, causal=True)  # a frame needs its own audio only
+    frame = _media_frame(msgs)
+    tenth = [i for i, f in enumerate(frame) if f == 10 and msgs[i][0] == M]
+    gone = {tenth[0], tenth[-1]}  # frame 10's keypoint packet and its second audio packet
     dec = Decoder(DecoderConfig(realtime=True), model, render=False)
-    for channel, data in msgs[:-12]:
-        dec.receive(channel, data, now_s=0.0)
-    decided = dec.frames_decided
-    dec.tick(now_s=10.0)
-    assert dec.frames_decided > decided
+    for i, (channel, data) in enumerate(msgs):
+        if frame[i] <= 11 and i not in gone:  # frame 11 is newer, but reordering could still fill frame 10
+            dec.receive(channel, data, now_s=0.0)
+    assert dec.frames_decided == 10
+    dec.tick(now_s=10.0)  # frame 10's deadline passed and newer media came: lost, concealed
+    assert dec.frames_decided == 11  # frame 11 waits for audio the sender has not sent yet
+    assert dec.stats.lost == 1 and dec.stats.audio_concealed == 1
     assert dec.stats.delay_ms >= 40.0
+
+
+def test_realtime_playout_waits_for_a_sender_that_runs_late(model):
+    """Media the sender has not sent yet is not lost: no frame past the end, no speech concealed."""
+    msgs, _ = _stream(model)
+    frame = np.maximum(np.array(_media_frame(msgs)), 0)
+    stalled = np.where(frame < 10, 0.04 * frame, 0.04 * frame + 2.0)  # frames 10.. come 2 s late
+    dec = _realtime_call(model, msgs, stalled, end_s=stalled[-2] + 0.5)
+    assert dec.frames_decided == NUM_FRAMES
+    assert dec.stats.lost == 0 and dec.stats.audio_concealed == 0 and dec.stats.dropped_late == 0
+    slow = 0.08 * frame  # a sender at half speed (heavy CPU load)
+    dec = _realtime_call(model, msgs, slow, end_s=slow[-2] + 0.5)
+    assert dec.frames_decided == NUM_FRAMES
+    assert dec.stats.lost == 0 and dec.stats.audio_concealed == 0 and dec.stats.dropped_late == 0
+
+
+def test_realtime_output_length_under_loss_and_jitter(model):
+    """30 % loss, up to 100 ms jitter, an end anchor 0.6 s after the last frame: the losses are declared at
+    their deadlines, and exactly the frames sent come out."""
+    msgs, _ = _stream(model, num_frames=40)
+    rng = np.random.default_rng(5)
+    frame = np.maximum(np.array(_media_frame(msgs)), 0)
+    media = np.array([channel == M for channel, _ in msgs])
+    send_s = 0.04 * frame + media * rng.uniform(0.0, 0.1, len(msgs))
+    drop = {int(i) for i in np.flatnonzero(media) if rng.random() < 0.3}
+    dec = _realtime_call(model, msgs, send_s, end_s=0.04 * 39 + 0.6, drop=drop)
+    assert dec.frames_decided == 40 and dec.finished
+    assert dec.stats.lost > 0 and dec.stats.audio_concealed > 0
+
+
+def test_speech_keeps_its_level_unclipped(model):
+    """A 440 Hz tone peaking at 0.9 comes out at the sent level (within 0.5 dB) and below full scale."""
+    n = 50
+    t = np.arange(640 * n) / 16000
+    ramp = np.clip(np.minimum(t, t[-1] - t) / 0.1, 0.0, 1.0)  # 100 ms fades
+    tone = (0.9 * ramp * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    msgs, _ = _stream(model, num_frames=n, speech=tone)
+    pcm = np.concatenate([f.pcm for f in _frames(_run(model, msgs))])
+    assert len(pcm) == len(tone)
+    steady = slice(3200, len(tone) - 3200)
+
+    def rms(x):
+        return np.sqrt(np.mean(x[steady].astype(np.float64) ** 2))
+
+    assert abs(20 * np.log10(rms(pcm) / rms(tone))) < 0.5
+    assert np.abs(pcm).max() < 1.0
 
 
 def test_causal_window_uses_only_the_past(model):

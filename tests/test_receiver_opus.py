@@ -41,3 +41,19 @@ def test_loss_is_concealed_and_keeps_the_timeline():
     assert lossy.concealed == 2
     assert abs(len(full.take()) - len(lossy.take())) <= OPUS_FRAME_SAMPLES
     lossy.decode(b"\xff\xff\xff")  # garbage is concealed, never raised
+
+
+def test_decoded_level_matches_the_input():
+    """Mono in, mono out at the same level: no +3 dB from a stereo decode and its downmix."""
+    from avfr.codec.runtime import OpusDecoder, OpusEncoder
+
+    t = np.arange(32000) / 16000
+    for amplitude in (0.3, 0.9):
+        tone = (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        enc, dec = OpusEncoder(12_000), OpusDecoder(12_000)
+        for packet in enc.encode(tone) + enc.flush():
+            dec.decode(packet)
+        out = dec.take()[3200:28800].astype(np.float64)
+        level_db = 20 * np.log10(np.sqrt(np.mean(out**2)) / (amplitude / np.sqrt(2)))
+        assert abs(level_db) < 0.5, f"{amplitude}: {level_db:+.2f} dB"
+        assert np.abs(out).max() < 1.0

@@ -314,6 +314,10 @@ def _opus_encode_decode(pcm: np.ndarray, bitrate_bps: int) -> np.ndarray:
     encoder.bit_rate = int(bitrate_bps)
     encoder.options = {"frame_duration": "20", "application": "voip"}
     decoder = av.CodecContext.create("libopus", "r")  # FFmpeg's libopus decoder outputs 48 kHz
+    # the stream's own layout, as the receiver's OpusDecoder: left unset, libopus decodes the mono stream to
+    # stereo and the downmix adds 3 dB
+    decoder.layout = "mono"
+    decoder.options = {"request_sample_fmt": "flt"}
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     n_padded = -(-len(pcm) // _OPUS_FRAME_SAMPLES) * _OPUS_FRAME_SAMPLES
     padded = np.zeros(n_padded, np.float32)

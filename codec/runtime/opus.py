@@ -82,7 +82,8 @@ class OpusDecoder:
     """Opus packets (in order, with losses marked) -> float32 16 kHz PCM aligned with the sender's input.
 
     `pcm` holds the decoded speech so far; sample k is the sender's input sample k (the codec's delay,
-    `opus_delay_samples(bitrate_bps)`, is removed).
+    `opus_delay_samples(bitrate_bps)`, is removed), at the sender's level (mono decode, float samples that
+    may exceed [-1, 1] slightly where the codec overshoots).
 
     Args:
         bitrate_bps: the stream's Opus bitrate (from the Hello), for the delay compensation.
@@ -92,6 +93,10 @@ class OpusDecoder:
         import av  # lazy
 
         self._codec = av.CodecContext.create("libopus", "r")
+        # The stream's own layout: left unset, libopus decodes a mono stream to stereo, whose downmix to mono
+        # adds 3 dB (and clips speech peaking above ~0.7). FFmpeg's libopus always decodes at 48 kHz.
+        self._codec.layout = "mono"
+        self._codec.options = {"request_sample_fmt": "flt"}  # float, not s16: nothing is clipped or rounded here
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self._skip = opus_delay_samples(int(bitrate_bps))
         self._chunks: list[np.ndarray] = []
