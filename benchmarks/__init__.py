@@ -7,6 +7,7 @@ Imports ``avfr.proto``, ``avfr.codec``, ``avfr.sender`` and ``avfr.receiver``; o
 from avfr import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "CALL_SECONDS": "accounting",
     "anchor_specs": "anchors",
     "missing_encoders": "anchors",
     "AUDIO_BITRATE_BPS": "avfr_call",
@@ -15,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "SOURCE_WEBP_QUALITY": "avfr_call",
     "SenderMemo": "avfr_call",
     "avfr_path": "avfr_call",
+    "envelope": "envelope",
     "Evaluator": "evaluator",
     "identity_status": "evaluator",
     "identity_backend": "identity",
@@ -23,7 +25,6 @@ _EXPORTS: dict[str, str] = {
     "stats_line": "loopback",
     "stats_loop": "loopback",
     "ffmpeg_exe": "pixel_metrics",
-    "CALL_SECONDS": "rate_quality",
     "run_clip": "rate_quality",
     "BenchConfig": "resume",
     "load_done": "resume",

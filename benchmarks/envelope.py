@@ -7,6 +7,9 @@ low-delay anchor (full-size ``vvc``, ``hevc``, ``av1`` and every reduced-size co
 search's tolerance of the target (``kbps <= target * 1.1``: an encoder whose floor is above the target is out).
 The best of them per metric family (PSNR, VMAF, LMD) is the envelope; the best full-size one is kept beside it.
 LMD averages the frames where a face is found: an encode where it is missed in more than half is not ranked.
+Eligibility uses the rate the search aimed at (``kbps``, the clip accounting (a)); each configuration also
+carries its call-accounting rate (``kbps_call``, :mod:`avfr.benchmarks.accounting`), which the report shows.
+:func:`best_within` ranks mean rows within a call-accounting budget (the report's line of truth).
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from avfr.benchmarks import anchors
+from avfr.benchmarks import accounting, anchors
 
 FAMILIES = {"psnr": "PSNR dB", "vmaf": "VMAF", "lmd": "LMD px"}  # metric -> label; LMD: lower is better
-LOWER_IS_BETTER = {"lmd"}
+LOWER_IS_BETTER = {"lmd", "mouth_lmd", "id_dist", "l1", "jitter"}
 NOT_CALL_LIKE = {"vvc-ra", "avfr", "still"}
 RATE_TOLERANCE = 0.1  # a candidate's achieved rate may exceed the target by this much (the search's tolerance)
 MAX_LMD_MISS = 0.5  # LMD only ranks encodes where the face is found in at least half the frames
@@ -29,12 +32,22 @@ def _config(row: dict) -> dict:
     """A candidate's description: codec, size, fps, parameter, rate and the metric values."""
     return {"codec": row["codec"], "size": row.get("size", anchors.FRAME_SIZE),
             "fps": row.get("fps", float(anchors.FPS)), "point": row["point"], "kbps": row["kbps"],
+            "kbps_call": accounting.rate(row), "kbps_clip": accounting.rate(row, "clip"),
             "lmd_miss": row.get("lmd_miss"), **{m: row.get(m) for m in FAMILIES}}
+
+
+def best_within(rows: Sequence[dict], budget_kbps: float, metric: str) -> dict | None:
+    """The call-like anchor row best on ``metric`` among ``rows`` (e.g. mean rows) whose call-accounting rate is
+    at most ``budget_kbps`` x (1 + RATE_TOLERANCE); LMD ranks only rows with the face found in at least half the
+    frames. None when none qualifies."""
+    cands = [r for r in rows if r.get("codec") not in NOT_CALL_LIKE and accounting.rate(r) is not None
+             and accounting.rate(r) <= budget_kbps * (1 + RATE_TOLERANCE)]
+    return _best([{**r, "kbps": accounting.rate(r)} for r in cands], metric)
 
 
 def _best(cands: Sequence[dict], metric: str) -> dict | None:
     scored = [c for c in cands if isinstance(c.get(metric), (int, float)) and math.isfinite(c[metric])
-              and not (metric == "lmd" and (c.get("lmd_miss") or 0.0) > MAX_LMD_MISS)]
+              and not (metric in ("lmd", "mouth_lmd") and (c.get("lmd_miss") or 0.0) > MAX_LMD_MISS)]
     if not scored:
         return None
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
@@ -86,6 +99,7 @@ def envelope(results: Sequence[dict], targets: Sequence[float]) -> list[dict]:
                 mean[key] = None if len(vals) < len(recs) else {
                     "codec": "per clip", "point": "", "size": None, "fps": None,
                     "kbps": float(np.mean([v["kbps"] for v in vals])),
+                    "kbps_call": float(np.mean([accounting.rate(v) for v in vals])),
                     metric: float(np.mean([v[metric] for v in vals]))}
             means.append(mean)
     return per_clip + means
@@ -96,7 +110,7 @@ def _cell(cfg: dict | None, metric: str) -> list[str]:
         return ["none within the rate", "-", "-"]
     shape = "" if cfg["size"] is None else f" ({cfg['size']}², {cfg['fps']:g} fps, {cfg['point']})"
     miss = f" (no face in {cfg['lmd_miss']:.0%})" if metric == "lmd" and cfg.get("lmd_miss") else ""
-    return [f"{cfg['codec']}{shape}", f"{cfg['kbps']:.2f}", f"{cfg[metric]:.2f}{miss}"]
+    return [f"{cfg['codec']}{shape}", f"{accounting.rate(cfg):.2f}", f"{cfg[metric]:.2f}{miss}"]
 
 
 def markdown(records: Sequence[dict]) -> list[str]:
@@ -107,7 +121,8 @@ def markdown(records: Sequence[dict]) -> list[str]:
              "Per target rate and metric family, the best low-delay anchor encode the QP search chose for that "
              f"target with an achieved rate at most {1 + RATE_TOLERANCE:g} x the target, over every size / frame "
              "rate benched (reduced sizes are upscaled with Lanczos and frame-repeated to 256x256 at 25 fps, then "
-             "scored like every row), beside the best full-size (256², 25 fps) one. LMD: lower is better, over the "
+             "scored like every row), beside the best full-size (256², 25 fps) one. kbit/s: call accounting (b) (first "
+             "intra picture over 5 min). LMD: lower is better, over the "
              f"frames where a face is found; encodes where it is missed in more than {MAX_LMD_MISS:.0%} are not "
              "ranked.", "",
              "| clip | target kbit/s | metric | best configuration | kbit/s | value | best full-size | kbit/s "

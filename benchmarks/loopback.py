@@ -72,6 +72,7 @@ async def loopback_call(frames_source, source_rgb: np.ndarray | None = None, *, 
 
     Raises:
         CallRefusedError: the receiver refused the Hello.
+        CallTimeoutError: the sender stopped (no source image, or silence; DecoderConfig's timeouts).
         TimeoutError: not done within timeout_s.
     """
     from avfr.codec.runtime import load_call_model
@@ -130,30 +131,52 @@ class CallRefusedError(RuntimeError):
 
 
 async def _run_both(sending, receiving, frames_source, source_rgb, realtime: bool) -> None:
-    await sending.run(frames_source, source_rgb, realtime=realtime)
+    """The sender's run, then the receiver's; a receiver that fails first (`CallTimeoutError`: the sender
+    stopped) ends the call at once with its error."""
+    send = asyncio.ensure_future(sending.run(frames_source, source_rgb, realtime=realtime))
+    received = asyncio.ensure_future(receiving.done.wait())
+    try:
+        await asyncio.wait({send, received}, return_when=asyncio.FIRST_COMPLETED)
+        if not send.done() and receiving.error is not None:
+            await receiving.wait()  # raises the receiver's error
+        await send
+    finally:
+        received.cancel()
+        if not send.done():
+            send.cancel()
     if sending.encoder.stopped:
         raise CallRefusedError(f"the receiver refused the call: {sending.encoder.stats.refused}")
     await receiving.wait()
 
 
-def stats_line(encoder_stats, decoder_stats, link, frame_times: dict, elapsed_s: float) -> str:
+def stats_line(encoder_stats, decoder_stats, link, frame_times: dict, elapsed_s: float, *,
+               realtime: bool = True) -> str:
     """One human-readable line: output fps, kbit/s per stream (per second of media), latency of the newest
-    frame (capture -> out), drops, concealed frames and source refreshes."""
+    frame (capture -> out), keypoint frames lost (never arrived) and late (arrived after their frame was
+    decided), malformed messages, concealed frames, renders skipped (generator too slow), late packets
+    (keypoints and audio), the playout delay and source refreshes.
+
+    ``realtime=False`` (arrival-order playout, the sender not paced): there is no wall-clock playout, so the
+    line shows neither latency nor playout delay (capture -> out would only measure the backlog of a sender
+    running ahead of the generator) but says ``arrival order``.
+    """
     frames = decoder_stats.frames_out
     fps = frames / elapsed_s if elapsed_s > 0 else 0.0
     media_s = max(decoder_stats.frames_decided / 25.0, 1e-9)  # kbit/s of media time (also when not realtime)
     kp_kbps = 8 * decoder_stats.keypoint_bytes / media_s / 1000
     audio_kbps = 8 * decoder_stats.audio_bytes / media_s / 1000
-    latency = ""
-    if link is not None and frame_times:
-        last = max(frame_times)
-        if last in link.capture_s:
-            latency = f" | latency {1000 * (frame_times[last] - link.capture_s[last]):.0f} ms"
+    timing = " | arrival order"
+    if realtime:
+        timing = f" | delay {decoder_stats.delay_ms:.0f} ms"
+        if link is not None and frame_times:
+            last = max(frame_times)
+            if last in link.capture_s:
+                timing = f" | latency {1000 * (frame_times[last] - link.capture_s[last]):.0f} ms" + timing
     refreshes = encoder_stats.refreshes if encoder_stats is not None else 0
-    return (f"fps {fps:5.1f} | keypoints {kp_kbps:4.2f} kbit/s | audio {audio_kbps:5.2f} kbit/s{latency} | "
-            f"lost {decoder_stats.lost} late {decoder_stats.dropped_late} malformed "
-            f"{decoder_stats.dropped_malformed} concealed {decoder_stats.concealed} skipped "
-            f"{decoder_stats.render_skipped} | delay {decoder_stats.delay_ms:.0f} ms | refreshes {refreshes}")
+    d = decoder_stats
+    return (f"fps {fps:5.1f} | keypoints {kp_kbps:4.2f} kbit/s | audio {audio_kbps:5.2f} kbit/s{timing} | "
+            f"lost {d.lost} late {d.late_frames} concealed {d.concealed} malformed {d.dropped_malformed} | "
+            f"skipped {d.render_skipped} | late packets {d.dropped_late} | refreshes {refreshes}")
 
 
 async def stats_loop(every_s: float, encoder, decoder, sending, receiving) -> None:
@@ -162,6 +185,6 @@ async def stats_loop(every_s: float, encoder, decoder, sending, receiving) -> No
     t0 = time.perf_counter()
     while True:
         await asyncio.sleep(every_s)
-        line = stats_line(encoder.stats if encoder else None, decoder.stats,
-                          sending.stats if sending else None, receiving.frame_times, time.perf_counter() - t0)
+        line = stats_line(encoder.stats if encoder else None, decoder.stats, sending.stats if sending else None,
+                          receiving.frame_times, time.perf_counter() - t0, realtime=decoder.config.realtime)
         print("\r" + line, end="", file=sys.stderr, flush=True)

@@ -16,7 +16,8 @@ Work shared between rows is done once per clip: the sender's priors and keypoint
 every operating point; :class:`avfr.benchmarks.avfr_call.SenderMemo`, their measured time still counted in each
 point's encoder time), the still row's landmarks (one picture), the identity embedding of the source.
 
-Every row shares the same speech (Opus, ``AUDIO_BITRATE_BPS``), so rates are video bits only.
+Every row shares the same speech (Opus, ``AUDIO_BITRATE_BPS``), so rates are video bits only. Each row gets both
+rate accountings of :mod:`avfr.benchmarks.accounting` (``kbps_clip``, ``kbps_call``) when the clip is assembled.
 
 :func:`run_clip` computes only the parts of a clip without a saved file (:mod:`avfr.benchmarks.resume`) and
 writes the clip's frame strip (:func:`write_strip`). Anchor bitstreams are kept in ``<out>/work`` so an
@@ -35,7 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avfr.benchmarks import anchors, reduced
+from avfr.benchmarks import accounting, anchors, reduced
+from avfr.benchmarks.accounting import CALL_SECONDS
 from avfr.benchmarks.avfr_call import AVFR_POINTS, SOURCE_WEBP_QUALITY, AvfrModels, SenderMemo, avfr_path
 from avfr.benchmarks.evaluator import Evaluator
 from avfr.benchmarks.landmark_metrics import landmark_jitter, sync_proxy
@@ -45,7 +47,7 @@ from avfr.benchmarks.resume import (
     BenchConfig,
     clip_parts,
     clip_strip_shape,
-    load_part,
+    load_saved,
     probe_specs,
     save_part,
     strip_indices,
@@ -53,9 +55,6 @@ from avfr.benchmarks.resume import (
 from avfr.codec.data import SAMPLES_PER_FRAME
 
 logger = logging.getLogger(__name__)
-
-CALL_SECONDS = 300.0  # the source image is also reported amortised over a 5-minute call
-
 
 def _probe_cached(spec: anchors.AnchorSpec, frames: np.ndarray, work: Path, ffmpeg: str
                   ) -> Callable[[int], anchors.Encoded]:
@@ -120,9 +119,11 @@ class _ClipRun:
         from avfr.codec.runtime import decode_source_image, encode_source_image
 
         n = len(self.frames)
-        src_decoded = decode_source_image(encode_source_image(self.source, SOURCE_WEBP_QUALITY))  # the Decoder's
+        webp = encode_source_image(self.source, SOURCE_WEBP_QUALITY)
+        src_decoded = decode_source_image(webp)  # the Decoder's
         still_lm = np.repeat(self.evaluator.tracker(src_decoded[None]), n, 0)  # one picture: its landmarks
-        row = self.row("still", "source", np.repeat(src_decoded[None], n, 0), 0.0, None, None, still_lm)
+        row = self.row("still", "source", np.repeat(src_decoded[None], n, 0), 0.0, None, None, still_lm,
+                       source_bytes=len(webp))
         self.tick("still")
         return {"rows": [row]}, None
 
@@ -190,7 +191,8 @@ class _ClipRun:
                 decoded, dec_s = reduced.decode_display(spec, enc.bitstream, n, ffmpeg)  # (n, 256, 256, 3)
                 rows.append(self.row(codec, f"{spec.control}{enc.param}", decoded, enc.kbps, n / enc.encode_s,
                                      n / max(dec_s, 1e-9), target_kbps=target, param=enc.param,
-                                     at_floor=found.at_floor, **shape))
+                                     at_floor=found.at_floor, **shape,
+                                     **accounting.anchor_fields(enc.bitstream, spec.stream_format)))
                 if codec in STRIP_ANCHORS and (shown is None or enc.kbps < shown[1]):
                     shown = decoded[strip_indices(n)], enc.kbps
             self.tick(f"{codec} {target:g}")
@@ -228,7 +230,7 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels | None
     pcm = np.asarray(clip.pcm[: n * SAMPLES_PER_FRAME], np.float32)
     parts = clip_parts(clip, config, cross_source)
     shape = clip_strip_shape(clip, config)
-    saved = {p.name: load_part(p.path(out_dir, clip.clip_id), p, shape) for p in parts}
+    saved = {p.name: load_saved(out_dir, clip, config, p, shape) for p in parts}
     missing = [p for p in parts if saved[p.name] is None]
     if missing and evaluator is None:
         raise ValueError(f"{clip.clip_id}: parts {', '.join(p.name for p in missing)} need an evaluator")
@@ -260,12 +262,15 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels | None
     strip = out_dir / "strips" / f"{clip.clip_id}.png"
     write_strip(strip, shown)
     ref_sync, ref_lag = sync_proxy(ref_lm, pcm)
+    rows = [dict(r) for p in parts if p.kind != "cross" for r in saved[p.name]["rows"]]
+    accounting.add_rate_columns(rows, n / anchors.FPS, _source_bytes(frames[0]) if any(
+        r["codec"] == "still" and "source_bytes" not in r for r in rows) else None)
     result = {
         "clip": clip.clip_id, "split": clip.split, "num_frames": n, "duration_s": n / anchors.FPS,
         "has_audio": bool(clip.has_audio), "problems": list(clip.problems), "config_key": config.key(),
         "reference": {"sync_corr": _round(ref_sync), "sync_lag_frames": ref_lag,
                       "jitter": _round(landmark_jitter(ref_lm))},
-        "rows": [r for p in parts if p.kind != "cross" for r in saved[p.name]["rows"]],
+        "rows": rows,
         "cross_rows": [r for p in parts if p.kind == "cross" for r in saved[p.name]["rows"]],
         "searches": {p.arg: saved[p.name]["searches"] for p in parts if p.kind == "anchor"},
         "strip": str(strip.relative_to(out_dir)),
@@ -275,6 +280,13 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels | None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     return result
+
+
+def _source_bytes(source: np.ndarray) -> int:
+    """The WebP source image's bytes (for still rows saved before they carried them)."""
+    from avfr.codec.runtime import encode_source_image
+
+    return len(encode_source_image(source, SOURCE_WEBP_QUALITY))
 
 
 def write_strip(path: Path, shown: dict[str, np.ndarray | float]) -> None:

@@ -3,6 +3,10 @@
 Rows are flat records (one per clip x codec x operating point); :func:`mean_rows` adds a ``clip: "mean"``
 record per codec x operating point. Anchors are matched per clip by the index of the requested rate, so
 their mean row averages the encodes chosen for one target (its ``kbps`` is the mean achieved rate).
+
+Rates: the headline table, the BD-rates and the plots use the call accounting (b) of
+:mod:`avfr.benchmarks.accounting` (``kbps_call``) on every row; the clip accounting (a) (``kbps_clip``) is shown
+beside it and has BD-rates of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avfr.benchmarks import envelope
+from avfr.benchmarks import accounting, envelope, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ def mean_rows(rows: Sequence[dict]) -> list[dict]:
             rec["settings"] = members[0]["settings"]
         out.append(rec)
     order = {c: i for i, c in enumerate(CODEC_ORDER)}
-    out.sort(key=lambda r: (order.get(r["codec"], 99), r.get("kbps") or 0.0))
+    out.sort(key=lambda r: (order.get(r["codec"], 99), accounting.rate(r) or 0.0))
     return out
 
 
@@ -102,8 +106,9 @@ def bd_rate(rate_a: Sequence[float], quality_a: Sequence[float], rate_b: Sequenc
     return float((math.exp(float(np.mean(diff))) - 1.0) * 100.0)
 
 
-def bd_rates(means: Sequence[dict]) -> dict[str, dict[str, float | None]]:
-    """BD-rate of avfr (kbit/s with the source amortised over 5 min) against each anchor, per plot metric."""
+def bd_rates(means: Sequence[dict], rates: str = "call") -> dict[str, dict[str, float | None]]:
+    """BD-rate of avfr against each anchor, per metric, both at their rates under one accounting ("call": (b),
+    "clip": (a); :func:`avfr.benchmarks.accounting.rate`)."""
     curves: dict[str, list[dict]] = {}
     for row in means:
         curves.setdefault(row["codec"], []).append(row)
@@ -115,8 +120,8 @@ def bd_rates(means: Sequence[dict]) -> dict[str, dict[str, float | None]]:
         out[anchor] = {}
         for metric in ("psnr", "ssim", "ms_ssim", "vmaf", "lmd", "mouth_lmd"):
             out[anchor][metric] = bd_rate(
-                [r.get("kbps_with_source_5min") or r.get("kbps") for r in avfr], [r.get(metric) for r in avfr],
-                [r.get("kbps") for r in curves[anchor]], [r.get(metric) for r in curves[anchor]],
+                [accounting.rate(r, rates) for r in avfr], [r.get(metric) for r in avfr],
+                [accounting.rate(r, rates) for r in curves[anchor]], [r.get(metric) for r in curves[anchor]],
                 higher_is_better=metric not in LOWER_IS_BETTER)
     return out
 
@@ -193,8 +198,8 @@ def plot_curves(means: Sequence[dict], out_dir: Path, env: Sequence[dict] = ()) 
     for metric in PLOT_METRICS:
         fig, ax = plt.subplots(figsize=(6, 4.2))
         for codec in CODEC_ORDER:
-            pts = sorted((r["kbps"], r.get(metric)) for r in means if r["codec"] == codec
-                         and r.get(metric) is not None and r.get("kbps") is not None)
+            pts = sorted((accounting.rate(r), r.get(metric)) for r in means if r["codec"] == codec
+                         and r.get(metric) is not None and accounting.rate(r) is not None)
             if not pts:
                 continue
             if codec == "still":
@@ -202,7 +207,8 @@ def plot_curves(means: Sequence[dict], out_dir: Path, env: Sequence[dict] = ()) 
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=CODEC_LABELS.get(codec, codec))
         shown = [r for r in env if r["clip"] == "mean"] or env
-        pts = sorted((r["best"]["kbps"], r["best"][metric]) for r in shown if r["metric"] == metric and r["best"])
+        pts = sorted((accounting.rate(r["best"]), r["best"][metric]) for r in shown
+                     if r["metric"] == metric and r["best"])
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", ls=":", color="black",
                     label="anchor envelope (best size/fps/QP per target)")
@@ -210,7 +216,7 @@ def plot_curves(means: Sequence[dict], out_dir: Path, env: Sequence[dict] = ()) 
         ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.5, 1, 2, 4, 8, 16, 32, 64, 128]))
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("video kbit/s (achieved; audio excluded)")
+        ax.set_xlabel("video kbit/s, call accounting (first source image / intra over 5 min)")
         ax.set_ylabel(metric.upper() + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -225,11 +231,13 @@ def plot_curves(means: Sequence[dict], out_dir: Path, env: Sequence[dict] = ()) 
 def markdown(report: dict) -> str:
     """report.md text from the report dict."""
     means = [r for r in report["rows"] if r["clip"] == "mean"]
-    cols = ("codec", "point", "kbps", "psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd", "mouth_lmd", "sync_corr",
-            "id_dist", "jitter", "enc_fps", "dec_fps")
+    cols = ("codec", "point", "kbps_call", "kbps_clip", "psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd", "mouth_lmd",
+            "sync_corr", "id_dist", "jitter", "enc_fps", "dec_fps")
     lines = [
         "# avfr-codec bench",
         "",
+        *([f"**Line of truth** (call accounting (b)): {report['line_of_truth']}", ""]
+          if report.get("line_of_truth") else []),
         f"Command: `{report['command']}`",
         "",
         f"Clips: {len(report['clips'])} ({', '.join(c['clip'] for c in report['clips'])}), "
@@ -237,36 +245,42 @@ def markdown(report: dict) -> str:
         "source image, every frame is driven and compared with the original.",
         "",
         f"**Audio**: every row carries the same speech ({report['audio']}); the rates below are **video bits "
-        "only**. avfr `kbps` counts every keypoint packet byte and every source image after the first (the "
-        "sender's drift refreshes) over the clip's duration; its first source image "
-        f"({report['avfr_source']}) is reported apart and amortised over a 5-minute call "
-        "(`kbps_with_source_5min`, used for BD-rates). Anchor rates are achieved (bitstream bytes, no container), "
-        "not requested; `at_floor` marks a target below the encoder's floor (largest QP).",
+        "only**. Anchor rates are achieved (bitstream bytes, no container), not requested; `at_floor` marks a "
+        "target below the encoder's floor (largest QP).",
+        "",
+        f"**Rates, two accountings, each applied to avfr and the anchors alike** ({verdict.ACCOUNTING_NOTE}) "
+        f"avfr's first source image: {report['avfr_source']}. The headline table, the first BD-rate table, the "
+        "line of truth and the plots use (b).",
         "",
         *([f"**Clips without audio** ({len(report['no_audio_clips'])}): {', '.join(report['no_audio_clips'])}. "
            "They are benchmarked like the others (avfr codes silence; the generator hears silence); their "
            "sync_corr is n/a and left out of the means.", ""] if report.get("no_audio_clips") else []),
-        "## Mean over clips",
+        "## Mean over clips (rates: both accountings; ordered by (b) `kbps_call`)",
         "",
         "| " + " | ".join(cols) + " | at floor |",
         "|" + "---|" * (len(cols) + 1),
     ]
     for r in means:
-        lines.append("| " + " | ".join(_fmt(r.get(c), 2 if c in ("kbps", "psnr", "enc_fps", "dec_fps") else 3)
+        lines.append("| " + " | ".join(_fmt(r.get(c), 2 if c in ("kbps_call", "kbps_clip", "psnr", "enc_fps",
+                                                                    "dec_fps") else 3)
                                        for c in cols) + f" | {_fmt(r.get('at_floor', False))} |")
     lines += ["", "Units: kbps kbit/s; PSNR dB; L1 RGB in [0,1]; LMD / mouth LMD px at 256x256 (mediapipe "
               "face mesh, mouth = 40 lip points); sync_corr = lip-sync proxy (mouth opening vs speech "
               "envelope, best of +-4 frames; "
               f"originals: {_fmt(report['reference_mean'].get('sync_corr'))}); id_dist = {report['identity']}; "
               f"jitter px/frame^2 (originals: {_fmt(report['reference_mean'].get('jitter'))}).", ""]
-    lines += ["## BD-rate of avfr against each anchor", "",
-              "Percent bits avfr needs relative to the anchor for equal quality (negative = fewer); '-' where the "
-              "curves do not overlap in quality.", "",
-              "| anchor | " + " | ".join(("psnr", "ssim", "ms_ssim", "vmaf", "lmd", "mouth_lmd")) + " |",
-              "|---|---|---|---|---|---|---|"]
-    for anchor, vals in report["bd_rate_pct"].items():
-        lines.append(f"| {anchor} | " + " | ".join(_fmt(v, 1) for v in vals.values()) + " |")
-    lines += ["", "Anchor floors (rate at the largest QP, mean over clips, kbit/s): " + ", ".join(
+    for key, title in (("bd_rate_pct", "call accounting (b)"), ("bd_rate_pct_clip", "clip accounting (a)")):
+        if key not in report:
+            continue
+        lines += [f"## BD-rate of avfr against each anchor, {title}", "",
+                  "Percent bits avfr needs relative to the anchor for equal quality (negative = fewer); '-' where "
+                  "the curves do not overlap in quality.", "",
+                  "| anchor | " + " | ".join(("psnr", "ssim", "ms_ssim", "vmaf", "lmd", "mouth_lmd")) + " |",
+                  "|---|---|---|---|---|---|---|"]
+        for anchor, vals in report[key].items():
+            lines.append(f"| {anchor} | " + " | ".join(_fmt(v, 1) for v in vals.values()) + " |")
+        lines.append("")
+    lines += ["Anchor floors (clip accounting (a): rate at the largest QP, mean over clips, kbit/s): " + ", ".join(
         f"{c} {_fmt(v, 2)}" for c, v in report.get("anchor_floors_kbps", {}).items()) + ".", ""]
     lines += envelope.markdown(report.get("envelope", []))
     lines += ["", "## Target check", ""] + [f"- {t}" for t in report["target_check"]]
@@ -282,11 +296,12 @@ def markdown(report: dict) -> str:
         for r in report["cross_rows"]:
             lines.append(f"| {r['clip']} | {r['codec']} | {_fmt(r.get('id_dist'))} | {_fmt(r.get('motion_lmd'))} | "
                          f"{_fmt(r.get('sync_corr'))} | {_fmt(r.get('jitter'))} |")
-    lines += ["", "## Per clip", "", "| clip | codec | point | kbps | psnr | vmaf | lmd | mouth_lmd |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Per clip", "", "| clip | codec | point | kbps_call | kbps_clip | psnr | vmaf | lmd | mouth_lmd |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         if r["clip"] != "mean":
-            lines.append(f"| {r['clip']} | {r['codec']} | {r['point']} | {_fmt(r.get('kbps'), 2)} | "
+            lines.append(f"| {r['clip']} | {r['codec']} | {r['point']} | {_fmt(accounting.rate(r), 2)} | "
+                         f"{_fmt(accounting.rate(r, 'clip'), 2)} | "
                          f"{_fmt(r.get('psnr'), 2)} | {_fmt(r.get('vmaf'), 1)} | {_fmt(r.get('lmd'))} | "
                          f"{_fmt(r.get('mouth_lmd'))} |")
     lines += ["", "## Frame strips", ""] + [f"![{c['clip']}]({c['strip']})" for c in report["clips"]]
@@ -295,7 +310,8 @@ def markdown(report: dict) -> str:
 
 
 def catch_up_kbps(curve: Sequence[dict], metric: str, value: float) -> float | None:
-    """Rate at which an anchor curve first reaches ``value`` of ``metric``.
+    """Rate (call accounting, :func:`avfr.benchmarks.accounting.rate`) at which an anchor curve first reaches
+    ``value`` of ``metric``.
 
     Log-rate is interpolated linearly between the two measured points around the crossing.
 
@@ -308,7 +324,8 @@ def catch_up_kbps(curve: Sequence[dict], metric: str, value: float) -> float | N
         kbit/s, the lowest measured rate when already reached there, None when never reached.
     """
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    pts = sorted((r["kbps"], sign * r[metric]) for r in curve if r.get(metric) is not None and r.get("kbps"))
+    pts = sorted((accounting.rate(r), sign * r[metric]) for r in curve
+                 if r.get(metric) is not None and accounting.rate(r))
     target = sign * value
     for k, (rate, q) in enumerate(pts):
         if q >= target:
@@ -322,10 +339,10 @@ def catch_up_kbps(curve: Sequence[dict], metric: str, value: float) -> float | N
 
 def target_check(means: Sequence[dict]) -> list[str]:
     """The issue's target on the mean rows: each avfr point against H.266 low delay at its lowest rate and
-    against the still image, and where on its curve H.266 catches up."""
+    against the still image, and where on its curve H.266 catches up (rates: call accounting (b))."""
     notes: list[str] = []
-    avfr = sorted((r for r in means if r["codec"] == "avfr" and r.get("kbps") is not None), key=lambda r: r["kbps"])
-    vvc = sorted((r for r in means if r["codec"] == "vvc" and r.get("kbps") is not None), key=lambda r: r["kbps"])
+    avfr = sorted((r for r in means if r["codec"] == "avfr" and accounting.rate(r) is not None), key=accounting.rate)
+    vvc = sorted((r for r in means if r["codec"] == "vvc" and accounting.rate(r) is not None), key=accounting.rate)
     still = next((r for r in means if r["codec"] == "still"), None)
     if not avfr:
         return ["no avfr rows"]
@@ -338,13 +355,13 @@ def target_check(means: Sequence[dict]) -> list[str]:
         return f"{metric} {_fmt(va)} vs {_fmt(vb)} ({'avfr better' if better else 'avfr worse'})"
 
     for point in avfr:
-        head = f"avfr {point['point']} ({_fmt(point['kbps'], 2)} kbit/s"
-        if point.get("kbps_with_source_5min") is not None:
-            head += f", {_fmt(point['kbps_with_source_5min'], 2)} with the source over 5 min"
+        head = f"avfr {point['point']} ({_fmt(accounting.rate(point), 2)} kbit/s"
+        if point.get("kbps_clip") is not None:
+            head += f"; {_fmt(point['kbps_clip'], 2)} in the clip accounting"
         head += ")"
         if vvc:
             floor = vvc[0]
-            notes.append(f"{head} vs H.266 low delay at its lowest rate ({_fmt(floor['kbps'], 2)} kbit/s): "
+            notes.append(f"{head} vs H.266 low delay at its lowest rate ({_fmt(accounting.rate(floor), 2)} kbit/s): "
                          + "; ".join(cmp(point, floor, m) for m in ("lmd", "mouth_lmd", "vmaf", "psnr")))
             catch = []
             for metric in ("lmd", "mouth_lmd", "vmaf", "psnr"):
@@ -352,7 +369,7 @@ def target_check(means: Sequence[dict]) -> list[str]:
                     continue
                 rate = catch_up_kbps(vvc, metric, point[metric])
                 catch.append(f"{metric} at {_fmt(rate, 2)} kbit/s" if rate is not None
-                             else f"{metric} nowhere up to {_fmt(vvc[-1]['kbps'], 2)} kbit/s")
+                             else f"{metric} nowhere up to {_fmt(accounting.rate(vvc[-1]), 2)} kbit/s")
             notes.append(f"H.266 low delay reaches avfr {point['point']}: " + "; ".join(catch)
                          + " (log-rate interpolated between measured points)")
         if still:

@@ -9,6 +9,10 @@ rows; a new rate or preset re-runs only the anchors; older parts stay for runs t
 result is ``<out>/clips/<clip_id>.json`` (keyed by the whole :class:`BenchConfig`: a re-run with the same
 settings reads just that file, :func:`load_done`); rows keep a fixed order, so a resumed clip equals a fresh run
 but for timings.
+
+Anchor parts saved before their rows carried the byte counts of the rate accountings
+(:data:`avfr.benchmarks.accounting.ANCHOR_FIELDS`) get them from the bitstreams kept in ``<out>/work``
+(:func:`load_saved`), and are recomputed where those are gone; the parts' keys are unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avfr.benchmarks import anchors, reduced
+from avfr.benchmarks import accounting, anchors, reduced
 from avfr.benchmarks.avfr_call import (
     AUDIO_BITRATE_BPS,
     AVFR_PATH_VERSION,
@@ -54,7 +58,8 @@ class BenchConfig:
 
     def key(self) -> str:
         keyed = {**asdict(self), "avfr_path_version": AVFR_PATH_VERSION, "metrics_version": METRICS_VERSION,
-                 "anchor_search_version": ANCHOR_SEARCH_VERSION}
+                 "anchor_search_version": ANCHOR_SEARCH_VERSION,
+                 "rate_accounting_version": accounting.RATE_ACCOUNTING_VERSION}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
     def clip_frames(self, clip_num_frames: int) -> int:
@@ -185,6 +190,22 @@ def save_part(path: Path, part: ClipPart, data: dict, strip_frames: np.ndarray |
     return saved
 
 
+def load_saved(out_dir: Path, clip, config: BenchConfig, part: ClipPart, strip_shape: tuple[int, ...]
+               ) -> dict | None:
+    """A clip's saved part (:func:`load_part`); an anchor part whose rows lack the byte counts of the rate
+    accountings gets them from its bitstreams in ``<out>/work/<clip_id>/<codec>``, or is None (recomputed) when
+    one of them is gone or does not match (:func:`avfr.benchmarks.accounting.fill_anchor_fields`)."""
+    data = load_part(part.path(out_dir, clip.clip_id), part, strip_shape)
+    if data is None or part.kind != "anchor":
+        return data
+    spec = reduced.bench_specs(config.vvenc_preset, config.threads)[part.arg]
+    n = config.clip_frames(clip.num_frames)
+    flags = {r.get("param"): " ".join(spec.encoder_args(r.get("param"))) for r in data["rows"]}
+    ok = accounting.fill_anchor_fields(data["rows"], out_dir / "work" / clip.clip_id / part.arg, flags,
+                                       spec.stream_format, n, n / anchors.FPS)
+    return data if ok else None
+
+
 def strip_indices(num_frames: int) -> np.ndarray:
     """The frames of the strip: int64 (<= STRIP_FRAMES,), spread evenly over ``num_frames``."""
     return np.unique(np.linspace(0, num_frames - 1, min(STRIP_FRAMES, num_frames)).round().astype(int))
@@ -200,8 +221,7 @@ def missing_parts(out_dir: Path, clip, config: BenchConfig, cross_source: np.nda
     """The parts of a clip that :func:`avfr.benchmarks.rate_quality.run_clip` has to compute (no valid saved
     file in ``out_dir``)."""
     shape = clip_strip_shape(clip, config)
-    return [p for p in clip_parts(clip, config, cross_source)
-            if load_part(p.path(out_dir, clip.clip_id), p, shape) is None]
+    return [p for p in clip_parts(clip, config, cross_source) if load_saved(out_dir, clip, config, p, shape) is None]
 
 
 def probe_specs(config: BenchConfig) -> dict[str, anchors.AnchorSpec]:

@@ -112,6 +112,7 @@ def _bench(args: argparse.Namespace) -> int:
         missing_parts,
         probe_specs,
         run_clip,
+        verdict,
     )
     from avfr.benchmarks import report as bench_report
     from avfr.benchmarks.reduced import bench_specs, display_flags
@@ -221,7 +222,10 @@ def _bench(args: argparse.Namespace) -> int:
         "cross_rows": [r for res in results for r in res["cross_rows"]],
         "anchor_floors_kbps": bench_report.floors(results, {c: s for c, s in specs.items() if c in ANCHORS}),
         "envelope": envelope.envelope(results, config.bitrates_kbps),
+        "rate_accounting": verdict.ACCOUNTING_NOTE,
+        "line_of_truth": verdict.line_of_truth(means),
         "bd_rate_pct": bench_report.bd_rates(means),
+        "bd_rate_pct_clip": bench_report.bd_rates(means, "clip"),
         "target_check": bench_report.target_check(means),
         "wall_s": round(time.perf_counter() - started, 1),
         "note": "avfr rows run the call's own media path (avfr.sender.Encoder -> messages -> avfr.receiver.Decoder, "
@@ -236,6 +240,8 @@ def _bench(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=str))
     (out / "report.md").write_text(bench_report.markdown(report))
     print(f"wrote {out / 'report.md'} ({len(results)} clips, {len(rows)} rows)")
+    if report["line_of_truth"]:
+        print("  " + report["line_of_truth"])
     for line in report["target_check"]:
         print("  " + line)
     return 0

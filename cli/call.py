@@ -70,6 +70,10 @@ def _sender_args(p: argparse.ArgumentParser) -> None:
 def _receiver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="write the received call to this mp4 (with audio)")
     p.add_argument("--show", action="store_true", help="show the received call in a window")
+    p.add_argument("--source-timeout-s", type=float, default=10.0, help="end the call with an error when no "
+                   "source image came this long after the sender's Hello (default 10; 0: wait forever)")
+    p.add_argument("--silence-timeout-s", type=float, default=10.0, help="end the call with an error when the "
+                   "sender sent nothing at all for this long (default 10; 0: wait forever)")
     if not any(a.dest == "threads" for a in p._actions):
         p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per graph")
         p.add_argument("--quiet", action="store_true", help="no live stats line")
@@ -212,8 +216,14 @@ def _encoder_config(args: argparse.Namespace):
                          threads=args.threads)
 
 
-def _call(args: argparse.Namespace) -> int:
+def _decoder_config(args: argparse.Namespace, realtime: bool):
     from avfr.receiver import DecoderConfig
+
+    return DecoderConfig(threads=args.threads, realtime=realtime, source_timeout_s=args.source_timeout_s,
+                         silence_timeout_s=args.silence_timeout_s)
+
+
+def _call(args: argparse.Namespace) -> int:
     from avfr.sender.track import Impairment
 
     source_rgb = _load_source(args.source)
@@ -223,7 +233,7 @@ def _call(args: argparse.Namespace) -> int:
         frames = _open_source(args)
         result = _run_call(outputs.guard(loopback_call(
             frames, source_rgb, encoder_config=_encoder_config(args),
-            decoder_config=DecoderConfig(threads=args.threads, realtime=args.realtime),
+            decoder_config=_decoder_config(args, realtime=args.realtime),
             impairment=Impairment(loss=args.loss, jitter_ms=args.jitter_ms), realtime=args.realtime,
             keep_frames=False, on_frame=outputs.on_frame, stats_every_s=0.0 if args.quiet else 1.0)))
         outputs.close(result.decoder.frames_decided)
@@ -233,7 +243,8 @@ def _call(args: argparse.Namespace) -> int:
         raise
     finally:
         _close_source(frames)
-    line = stats_line(result.encoder, result.decoder, result.link, result.frame_times, result.wall_s)
+    line = stats_line(result.encoder, result.decoder, result.link, result.frame_times, result.wall_s,
+                      realtime=args.realtime)
     print(("\r" if not args.quiet else "") + line, file=sys.stderr)
     _warn_no_face(result.encoder)
     print(f"call: {result.decoder.frames_decided} frames ({result.decoder.frames_out} rendered) in "
@@ -329,11 +340,11 @@ def _receive(args: argparse.Namespace) -> int:
 
 
 async def _receive_async(host: str, port: int, args: argparse.Namespace, on_frame):
-    from avfr.receiver import Decoder, DecoderConfig
+    from avfr.receiver import Decoder
     from avfr.receiver.track import ReceivingPeer
     from avfr.sender.peer import LOOPBACK, host_candidates, new_peer_connection, serve_signaling
 
-    decoder = Decoder(DecoderConfig(threads=args.threads, realtime=True))
+    decoder = Decoder(_decoder_config(args, realtime=True))
     with host_candidates([args.host_ip or LOOPBACK]):
         pc = new_peer_connection()
         receiving = ReceivingPeer(decoder, pc)

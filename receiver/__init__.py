@@ -2,11 +2,12 @@
 
 `Decoder` is the library (wire messages in -> frames + PCM out) and needs no aiortc; its data types live in
 `avfr.receiver.config`, its jitter buffer in `avfr.receiver.playout`, its decoded speech in
-`avfr.receiver.speech`. The WebRTC parts (MediaStreamTracks, the receiving peer) live in
-`avfr.receiver.track`.
+`avfr.receiver.speech`, when it gives up on a silent sender in `avfr.receiver.liveness`. The WebRTC parts
+(MediaStreamTracks, the receiving peer) live in `avfr.receiver.track`.
 """
 
 from avfr.receiver.config import DecoderConfig, DecoderStats, FrameJob, ReceivedFrame, SourceJob
 from avfr.receiver.decoder import Decoder
+from avfr.receiver.liveness import CallTimeoutError
 
-__all__ = ["Decoder", "DecoderConfig", "DecoderStats", "FrameJob", "ReceivedFrame", "SourceJob"]
+__all__ = ["CallTimeoutError", "Decoder", "DecoderConfig", "DecoderStats", "FrameJob", "ReceivedFrame", "SourceJob"]

@@ -29,6 +29,10 @@ class DecoderConfig:
         relative_motion: drive the source with keypoint motion relative to the first frame (cross-identity).
         max_buffer_frames: packets further ahead than this are refused (bounded memory).
         timing: keep the perf_counter arrival time of every keypoint packet in `arrival_s` (benchmarks).
+        source_timeout_s: the call fails (`CallTimeoutError`) when no source image came this long after the
+            Hello (<= 0: wait forever).
+        silence_timeout_s: the call fails when no message at all came on either channel for this long while
+            the call is up (<= 0: wait forever; see `avfr.receiver.liveness`).
     """
 
     threads: int = 1
@@ -42,11 +46,18 @@ class DecoderConfig:
     relative_motion: bool = False
     max_buffer_frames: int = 250
     timing: bool = False
+    source_timeout_s: float = 10.0
+    silence_timeout_s: float = 10.0
 
 
 @dataclass
 class DecoderStats:
-    """Counters of one incoming call (the first nine are what `Stats` reports to the sender)."""
+    """Counters of one incoming call (the first nine are what `Stats` reports to the sender).
+
+    Three things are kept apart: network loss (`lost`: a frame's keypoint packet never arrived), lateness
+    (`late_frames`: it arrived after its frame was decided; `dropped_late` counts such packets, keypoints and
+    audio) and skipped renders (`render_skipped`: decided, but the generator was too slow to draw it).
+    """
 
     received: int = 0
     dropped_malformed: int = 0
@@ -57,7 +68,8 @@ class DecoderStats:
     audio_concealed: int = 0
     jitter_ms: float = 0.0
     delay_ms: float = 0.0
-    lost: int = 0  # keypoint frames whose packet never came in time
+    lost: int = 0  # keypoint frames concealed whose packet never arrived (network loss, so far)
+    late_frames: int = 0  # keypoint frames concealed whose packet arrived after they were decided (late)
     duplicates: int = 0
     duplicate_hellos: int = 0
     refused_messages: int = 0  # valid messages at the wrong time

@@ -54,6 +54,7 @@ from avfr.proto import (
 )
 from avfr.proto.framing import MessageType
 from avfr.receiver.config import DecoderConfig, DecoderStats, FrameJob, ReceivedFrame, SourceJob
+from avfr.receiver.liveness import Liveness
 from avfr.receiver.playout import JitterBuffer
 from avfr.receiver.speech import SpeechTimeline
 
@@ -106,6 +107,7 @@ class Decoder:
         self._replies: list[bytes] = []
         self.stats = DecoderStats()
         self._buffer = JitterBuffer(self.config, self.stats)
+        self._liveness = Liveness(self.config)
         self.arrival_s: dict[int, float] = {}  # frame index -> perf_counter at arrival (config.timing)
 
     # --- properties ------------------------------------------------------------------------------------
@@ -147,6 +149,7 @@ class Decoder:
             now_s: arrival time (time.monotonic() when None).
         """
         now_s = time.monotonic() if now_s is None else now_s
+        self._liveness.message(now_s)
         if self.refused:
             self.stats.refused_messages += 1  # the call was refused: ignore that peer (one ERROR was sent)
             return
@@ -162,6 +165,17 @@ class Decoder:
     def tick(self, now_s: float | None = None) -> None:
         """Realtime mode: decide frames whose playout deadline passed (call every few ms)."""
         self._advance(time.monotonic() if now_s is None else now_s)
+
+    def connected(self, now_s: float | None = None) -> None:
+        """The call is up (a data channel opened): from now on, silence counts (`check_alive`)."""
+        self._liveness.up(time.monotonic() if now_s is None else now_s)
+
+    def check_alive(self, now_s: float | None = None) -> None:
+        """Call every so often: raises `CallTimeoutError` once the sender stopped (no source image in time, or
+        silence on both channels; `avfr.receiver.liveness`). Never raises once the stream ended or was refused."""
+        over = bool(self.refused) or (self._buffer.ended and self._source_ready)
+        self._liveness.check(time.monotonic() if now_s is None else now_s, has_source=self._source_ready,
+                             closed=self._closed, over=over)
 
     def finish(self) -> None:
         """The call ended: decide every frame still open (missing data is concealed)."""
@@ -214,6 +228,7 @@ class Decoder:
         self.session = Session.from_hello(hello)
         self._kp_decoder = KeypointDecoder(self.session)
         self._speech = SpeechTimeline(OpusDecoder(hello.audio.bitrate_bps), self.session.causal_window)
+        self._liveness.hello(now_s)
 
     def _source_chunk(self, chunk: SourceChunk, now_s: float) -> None:
         self.stats.source_bytes += len(chunk.payload)
@@ -285,7 +300,7 @@ class Decoder:
                 self.stats.dropped_malformed += 1
                 logger.debug("frame %d: %s", n, exc)
         else:
-            self.stats.lost += 1
+            self._buffer.lost(n)
         concealed = decoded is None or not decoded.exact
         self._held = 0 if decoded is not None else self._held + 1
         if decoded is not None:

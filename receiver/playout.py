@@ -80,7 +80,8 @@ class DueFrame:
 class JitterBuffer:
     """Keypoint and audio packets of one stream, by index on the media clock, until their frame is decided.
 
-    Counts the packets it refuses (`dropped_late`, `duplicates`) into `stats` and keeps `stats.jitter_ms`
+    Counts the packets it refuses (`dropped_late`, `duplicates`) and the frames decided without keypoints (`lost`,
+    moved to `late_frames` when their packet comes after all) into `stats`, and keeps `stats.jitter_ms`
     and `stats.delay_ms` up to date.
 
     Args:
@@ -105,6 +106,7 @@ class JitterBuffer:
         self._prev_transit: float | None = None
         self._jitter_s = 0.0
         self._late_delay_s = 0.0  # added after late packets, decays while none come late (realtime)
+        self._lost_kp: set[int] = set()  # frames decided without keypoints, recent ones (`lost`)
 
     # --- stream start and end ----------------------------------------------------------------------
 
@@ -154,6 +156,10 @@ class JitterBuffer:
             if index >= 0 and self.end_index is not None and index == self.end_index:
                 return None  # the end anchor's copy of a frame already shown
             self._late()
+            if index in self._lost_kp:  # it was not lost but late: count it so
+                self._lost_kp.discard(index)
+                self._stats.lost -= 1
+                self._stats.late_frames += 1
             return None
         if index > self.next_frame + self._config.max_buffer_frames:
             raise ProtocolError(f"keypoint packet {index} frames ahead is refused")
@@ -265,6 +271,11 @@ class JitterBuffer:
         self._audio_next += 1
         return out
 
+    def lost(self, n: int) -> None:
+        """Frame n is decided without its keypoint packet: count it lost until (unless) that packet comes late."""
+        self._stats.lost += 1
+        self._lost_kp.add(n)
+
     def pop_keypoints(self, n: int) -> KeypointsKey | KeypointsDelta:
         """Frame n's keypoint packet (`DueFrame.have_kp`), out of the buffer."""
         return self._kp_buf.pop(n)
@@ -273,5 +284,7 @@ class JitterBuffer:
         """Frame n was decided: drop what is left of it and before, and let the late delay decay."""
         for stale in [i for i in self._kp_buf if i <= n]:
             del self._kp_buf[stale]
+        if len(self._lost_kp) > self._config.max_buffer_frames:  # bounded: a packet this old is lost for good
+            self._lost_kp = {i for i in self._lost_kp if i > n - self._config.max_buffer_frames}
         self.next_frame = n + 1
         self._late_delay_s = max(0.0, self._late_delay_s - LATE_DECAY_S)

@@ -23,6 +23,7 @@ from avfr.codec.data import SAMPLE_RATE
 from avfr.proto import CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL, printable_text
 from avfr.receiver.config import FrameJob, ReceivedFrame, SourceJob
 from avfr.receiver.decoder import Decoder
+from avfr.receiver.liveness import CallTimeoutError
 
 __all__ = ["ReceivedVideoTrack", "ReceivedAudioTrack", "ReceivingPeer"]
 
@@ -95,12 +96,15 @@ class ReceivingPeer:
         decoder: the library decoder.
         pc: the RTCPeerConnection (answering side: the channels arrive by ``datachannel``).
         record_messages: keep every received (channel, bytes) in arrival order (for offline replays).
-        tick_s: realtime decoders are ticked this often.
+        tick_s: realtime decoders are ticked this often (others: checked for a silent sender every 0.1 s).
 
     A realtime decoder's worker skips drawing a frame when `max_render_lag_frames` more jobs wait behind it
     (the generator is slower than real time): that frame still goes out, with its own speech under the last
     picture drawn (`ReceivedFrame.repeated`), so the tracks and callbacks get every decided frame and the
     speech plays on; counted in ``decoder.stats.render_skipped``.
+
+    A sender that stops (no source image, or silence on both channels: `Decoder.check_alive`) ends the call:
+    `wait` raises `CallTimeoutError`, in realtime and arrival-order mode alike.
     """
 
     max_render_lag_frames = 2
@@ -124,7 +128,7 @@ class ReceivingPeer:
         self._tick_s = tick_s
         self._worker = threading.Thread(target=self._work, name="avfr-generator", daemon=True)
         self._worker.start()
-        self._ticker = self._loop.create_task(self._tick()) if decoder.config.realtime else None
+        self._ticker = self._loop.create_task(self._tick())
         pc.on("datachannel", self._on_channel)
         pc.on("connectionstatechange", self._on_state)
 
@@ -151,6 +155,7 @@ class ReceivingPeer:
             return
         if label == CONTROL_CHANNEL_LABEL:
             self.control = channel
+        self.decoder.connected()
         channel.on("message", lambda data, label=label: self._on_message(label, data))
         channel.on("close", lambda label=label: self._on_close(label))
 
@@ -189,9 +194,19 @@ class ReceivingPeer:
                 track._put(None)
 
     async def _tick(self) -> None:
+        realtime = self.decoder.config.realtime
         while not self.done.is_set():
-            await asyncio.sleep(self._tick_s)
-            self.decoder.tick()
+            await asyncio.sleep(self._tick_s if realtime else max(self._tick_s, 0.1))
+            if realtime:
+                self.decoder.tick()
+            try:
+                self.decoder.check_alive()
+            except CallTimeoutError as exc:
+                logger.debug("call timed out: %s", exc)
+                self._failed(exc)
+                for track in (*self.video_tracks, *self.audio_tracks):
+                    track._put(None)
+                return
             self._dispatch()
 
     def _work(self) -> None:
@@ -243,10 +258,13 @@ class ReceivingPeer:
         """Until every frame of the call was delivered (after the end anchor or the call closed).
 
         Raises:
+            CallTimeoutError: the sender stopped (no source image, or silence: `Decoder.check_alive`).
             TimeoutError: not done within timeout_s.
             RuntimeError: the generator failed.
         """
         await asyncio.wait_for(self.done.wait(), timeout_s)
+        if isinstance(self.error, CallTimeoutError):
+            raise self.error
         if self.error is not None:
             raise RuntimeError(f"generator failed: {self.error}") from self.error
 
