@@ -15,6 +15,15 @@ got that far (it runs late, or the stream ends): playout waits instead of concea
 coming, so the receiver never decides frames the sender did not send, and never drops speech that comes
 late as a whole. Without `realtime` the decisions depend only on the order in which messages arrive, so a
 recorded call decodes offline to the same frames.
+
+In realtime mode one packet cannot move the timeline far: a packet whose transit is more than `max_delay_ms`
+below the base (it came that much earlier, relative to its media time, than any before: a forged or corrupted
+seq / ts far ahead) is buffered but held as a suspect: it moves neither the base nor the "newer media arrived"
+marks (nor the jitter estimate) until `CONFIRM_PACKETS` held packets of distinct media positions agree on that
+transit (within half the threshold), as they do when a real queue drains or a sender jumps ahead. Moving the
+base by more than `max_delay_ms` at once would make every packet in flight late; legitimate drops come in
+steps of one packet (20-40 ms) as a backlog drains, and are confirmed by the next few packets. A held
+packet is used normally if its frame comes due, and a packet for the same slot that is not suspect replaces it.
 """
 
 from __future__ import annotations
@@ -30,13 +39,15 @@ from avfr.codec.runtime import OPUS_FRAME_SAMPLES
 from avfr.proto import Audio, ErrorCode, KeypointsDelta, KeypointsKey, ProtocolError, Session, seq_diff
 from avfr.receiver.config import DecoderConfig, DecoderStats
 
-__all__ = ["TS_STEP_AUDIO_90K", "LATE_STEP_S", "LATE_DECAY_S", "AudioGap", "DueFrame", "JitterBuffer",
-           "needed_samples", "ts_diff"]
+__all__ = ["TS_STEP_AUDIO_90K", "LATE_STEP_S", "LATE_DECAY_S", "CONFIRM_PACKETS", "AudioGap", "DueFrame",
+           "JitterBuffer", "needed_samples", "ts_diff"]
 
 TS_STEP_AUDIO_90K = 1800  # one 20 ms audio packet
 U32 = 1 << 32
 LATE_STEP_S = 0.02  # realtime playout delay added per late packet
 LATE_DECAY_S = 0.0005  # ... and taken off per frame decided (20 ms back in 1.6 s)
+CONFIRM_PACKETS = 3  # held packets (distinct media positions) with a similar transit that move the timeline
+MAX_HELD = 32  # suspect packets remembered (the oldest are forgotten; they stay buffered)
 
 
 def ts_diff(a: int, b: int) -> int:
@@ -107,6 +118,7 @@ class JitterBuffer:
         self._jitter_s = 0.0
         self._late_delay_s = 0.0  # added after late packets, decays while none come late (realtime)
         self._lost_kp: set[int] = set()  # frames decided without keypoints, recent ones (`lost`)
+        self._held: dict[tuple[bool, int], float] = {}  # (is_audio, index) -> transit of suspect packets
 
     # --- stream start and end ----------------------------------------------------------------------
 
@@ -163,13 +175,12 @@ class JitterBuffer:
             return None
         if index > self.next_frame + self._config.max_buffer_frames:
             raise ProtocolError(f"keypoint packet {index} frames ahead is refused")
-        if index in self._kp_buf:
+        if index in self._kp_buf and not self._replaces_held((False, index), now_s, index / self._session.fps):
             self._stats.duplicates += 1
             return None
         self._kp_buf[index] = packet
-        self._kp_high = max(self._kp_high, index)
-        self._media_high = max(self._media_high, index * SAMPLES_PER_FRAME)
-        self._arrival(now_s, index / self._session.fps)
+        if self._admit((False, index), now_s, index / self._session.fps):
+            self._mark((False, index))
         return index
 
     def put_audio(self, audio: Audio, now_s: float) -> bool:
@@ -187,13 +198,59 @@ class JitterBuffer:
             return False
         if index > self._audio_next + 5 * self._config.max_buffer_frames:
             raise ProtocolError(f"audio packet {index} is too far ahead")
-        if index in self._audio_buf:
+        media_s = index * OPUS_FRAME_SAMPLES / SAMPLE_RATE
+        if index in self._audio_buf and not self._replaces_held((True, index), now_s, media_s):
             self._stats.duplicates += 1
             return False
         self._audio_buf[index] = audio.payload
-        self._audio_high = max(self._audio_high, index)
-        self._media_high = max(self._media_high, index * OPUS_FRAME_SAMPLES)
-        self._arrival(now_s, index * OPUS_FRAME_SAMPLES / SAMPLE_RATE)
+        if self._admit((True, index), now_s, media_s):
+            self._mark((True, index))
+        return True
+
+    def _mark(self, key: tuple[bool, int]) -> None:
+        """Raise the "newer media arrived" marks to a trusted packet (is_audio, index)."""
+        is_audio, index = key
+        if is_audio:
+            self._audio_high = max(self._audio_high, index)
+            self._media_high = max(self._media_high, index * OPUS_FRAME_SAMPLES)
+        else:
+            self._kp_high = max(self._kp_high, index)
+            self._media_high = max(self._media_high, index * SAMPLES_PER_FRAME)
+
+    def _suspect(self, now_s: float, media_s: float) -> bool:
+        """Realtime: a packet that came more than max_delay earlier (for its media time) than any before."""
+        if not self._config.realtime or self._base_s is None or not math.isfinite(now_s):
+            return False
+        return now_s - media_s < self._base_s - self._config.max_delay_ms / 1000
+
+    def _replaces_held(self, key: tuple[bool, int], now_s: float, media_s: float) -> bool:
+        """A packet for the slot of a held (suspect) one that is not suspect itself takes its place."""
+        if key not in self._held or self._suspect(now_s, media_s):
+            return False
+        del self._held[key]
+        self._stats.duplicates += 1
+        return True
+
+    def _admit(self, key: tuple[bool, int], now_s: float, media_s: float) -> bool:
+        """Take a buffered packet's arrival into the timeline; False: held as a suspect (see module doc)."""
+        if not self._suspect(now_s, media_s):
+            self._arrival(now_s, media_s)
+            return True
+        transit = now_s - media_s
+        self._held[key] = transit
+        if len(self._held) > MAX_HELD:
+            del self._held[next(iter(self._held))]
+        tolerance = self._config.max_delay_ms / 2000
+        agree = [k for k, t in self._held.items() if abs(t - transit) <= tolerance]
+        if len(agree) < CONFIRM_PACKETS:
+            return False
+        self._base_s = min(self._held[k] for k in agree)  # confirmed: the timeline moved
+        threshold = self._base_s - self._config.max_delay_ms / 1000
+        for k in [k for k, t in self._held.items() if t >= threshold]:
+            del self._held[k]
+            if k != key:
+                self._mark(k)
+        self._arrival(now_s, media_s)
         return True
 
     def _late(self) -> None:
@@ -287,4 +344,6 @@ class JitterBuffer:
         if len(self._lost_kp) > self._config.max_buffer_frames:  # bounded: a packet this old is lost for good
             self._lost_kp = {i for i in self._lost_kp if i > n - self._config.max_buffer_frames}
         self.next_frame = n + 1
+        if self._held:
+            self._held = {k: t for k, t in self._held.items() if k[1] >= (self._audio_next if k[0] else n + 1)}
         self._late_delay_s = max(0.0, self._late_delay_s - LATE_DECAY_S)

@@ -305,3 +305,58 @@ def test_causal_window_uses_only_the_past(model):
     pcm = np.concatenate([f.pcm for f in frames])
     for f in frames[5:8]:
         np.testing.assert_allclose(f.mel, log_mel_window(pcm_window(pcm, f.index, causal=True)), atol=1e-5)
+
+
+def _forged_ahead(model, data: bytes, session, min_ahead: int) -> bytes:
+    """`data` (a real keypoint packet) with one bit flipped so that its seq is `min_ahead`..250 frames later."""
+    from avfr.proto import ProtocolError, decode_keypoints, seq_diff
+
+    seq = decode_keypoints(data, session).seq
+    for bit in range(8 * len(data)):
+        forged = bytearray(data)
+        forged[bit // 8] ^= 1 << (bit % 8)
+        try:
+            ahead = seq_diff(decode_keypoints(bytes(forged), session).seq, seq)
+        except ProtocolError:
+            continue
+        if min_ahead <= ahead <= 200:
+            return bytes(forged)
+    raise AssertionError("no bit flip moves the seq far enough ahead")
+
+
+def test_realtime_one_forged_packet_far_ahead_moves_nothing(model):
+    """A corrupted seq 100+ frames ahead neither moves the playout clock nor declares media lost: exactly the
+    frames sent come out, nothing is lost or concealed, and no receive decides a burst of frames."""
+    from avfr.receiver import Decoder, DecoderConfig
+
+    msgs, session = _stream(model, num_frames=60)
+    frame = np.maximum(np.array(_media_frame(msgs)), 0)
+    send_s = 0.04 * frame + 0.01 * (np.arange(len(msgs)) % 3)  # a little jitter
+    tenth = next(i for i, f in enumerate(frame) if f == 10 and msgs[i][0] == M)
+    forged = _forged_ahead(model, msgs[tenth][1], session, min_ahead=100)
+    events = sorted([(t, i) for i, t in enumerate(send_s[:-1])] + [(0.04 * 59 + 0.6, len(msgs) - 1)])
+    events.insert(events.index((send_s[tenth], tenth)) + 1, (send_s[tenth] + 0.001, -1))
+    dec = Decoder(DecoderConfig(realtime=True), model, render=False)
+    now, most = 0.0, 0
+    for t, i in events:
+        while now + 0.01 < t:
+            now += 0.01
+            dec.tick(now_s=now)
+        before = dec.frames_decided
+        dec.receive(*(msgs[i] if i >= 0 else (M, forged)), now_s=t)
+        most = max(most, dec.frames_decided - before)
+    dec.tick(now_s=now + 1.0)
+    assert abs(dec.frames_decided - 60) <= 2 and dec.finished
+    assert dec.stats.lost == 0 and dec.stats.audio_concealed == 0 and dec.stats.dropped_late == 0
+    assert most <= 3
+
+
+def test_realtime_backlog_flushed_then_realtime_is_followed(model):
+    """A sender that starts 1 s late, catches up at double speed (transit falls 1 s) and then runs in real
+    time: nothing lost, late or concealed, every frame out."""
+    msgs, _ = _stream(model, num_frames=60)
+    frame = np.maximum(np.array(_media_frame(msgs)), 0)
+    send_s = np.maximum(1.0 + 0.02 * frame, 0.04 * frame + 0.02)
+    dec = _realtime_call(model, msgs, send_s, end_s=0.04 * 59 + 0.6)
+    assert dec.frames_decided == 60 and dec.finished
+    assert dec.stats.lost == 0 and dec.stats.audio_concealed == 0 and dec.stats.dropped_late == 0
