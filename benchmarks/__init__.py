@@ -16,7 +16,6 @@ _EXPORTS: dict[str, str] = {
     "SOURCE_WEBP_QUALITY": "avfr_call",
     "SenderMemo": "avfr_call",
     "avfr_path": "avfr_call",
-    "envelope": "envelope",
     "Evaluator": "evaluator",
     "identity_status": "evaluator",
     "identity_backend": "identity",

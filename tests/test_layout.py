@@ -127,5 +127,8 @@ def test_room_init_says_what_it_holds_and_exports_resolve(room):
 
     package = importlib.import_module(f"avfr.{room}")
     assert package.__doc__ and "import" in package.__doc__.lower(), f"avfr.{room} lacks its two-line docstring"
+    folder = ROOT / room.replace(".", "/")
     for name in package.__all__:
+        # a re-exported name that is also a module's name would shadow `from avfr.<room> import <module>`
+        assert not (folder / f"{name}.py").exists(), f"avfr.{room} exports {name!r}, also a module of the room"
         assert getattr(package, name) is not None, f"avfr.{room}.{name}"
