@@ -116,11 +116,12 @@ def test_drift_triggers_a_new_source(clip, model):
         assert enc.encode_frame(i, clip[i])  # the first check (of frame 0) sets the baseline
     baseline = enc.stats.last_drift_psnr_db
     assert enc.stats.refreshes == 0 and enc.last_replica[0] == 0
-    out = []
+    out, readings = [], []
     for i in range(DRIFT_LAG_FRAMES + 1, 2 * DRIFT_LAG_FRAMES + 2):
         dark = (clip[i].astype(np.float32) * 0.35).astype(np.uint8)  # the light went down
         out += enc.encode_frame(i, dark)
-    assert enc.stats.last_drift_psnr_db < baseline - 3.0
+        readings.append(enc.stats.last_drift_psnr_db)  # (after the refresh, the dark source draws dark frames well)
+    assert min(readings) < baseline - 3.0
     assert enc.stats.refreshes == 1
     chunks = [m for m in (decode_message(m.data) for m in out if m.channel == CONTROL_CHANNEL_LABEL)
               if isinstance(m, SourceChunk)]
