@@ -6,7 +6,7 @@ the format (`quantise_keypoints`), and so is the keypoint stream's prediction (`
 `KeypointDecoder`). Importing this package does nothing but define names.
 """
 
-from avfr.proto.audio import Audio, decode_audio, encode_audio
+from avfr.proto.audio import TS_STEP_AUDIO_90K, Audio, decode_audio, encode_audio
 from avfr.proto.control import (
     MAX_ERROR_TEXT_CHARS,
     Error,
@@ -116,6 +116,7 @@ __all__ = [
     "KeypointDecoder",
     "seq_diff",
     "Audio",
+    "TS_STEP_AUDIO_90K",
     "QuantParams",
     "quantise",
     "dequantise",

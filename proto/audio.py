@@ -10,6 +10,7 @@ from avfr.proto.framing import MAX_OPUS_PACKET_BYTES, MessageType, expect_type, 
 __all__ = ["AUDIO_HEADER_BYTES", "Audio", "encode_audio", "decode_audio"]
 
 AUDIO_HEADER_BYTES = 7  # tag, seq (uint16), ts_90k (uint32)
+TS_STEP_AUDIO_90K = 1800  # ts_90k step of one 20 ms Opus packet (the receiver refuses other offsets)
 
 
 @dataclass(frozen=True)

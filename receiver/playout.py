@@ -36,13 +36,21 @@ import numpy as np
 
 from avfr.codec.data import SAMPLE_RATE, SAMPLES_PER_FRAME, window_bounds
 from avfr.codec.runtime import OPUS_FRAME_SAMPLES
-from avfr.proto import Audio, ErrorCode, KeypointsDelta, KeypointsKey, ProtocolError, Session, seq_diff
+from avfr.proto import (
+    TS_STEP_AUDIO_90K,
+    Audio,
+    ErrorCode,
+    KeypointsDelta,
+    KeypointsKey,
+    ProtocolError,
+    Session,
+    seq_diff,
+)
 from avfr.receiver.config import DecoderConfig, DecoderStats
 
-__all__ = ["TS_STEP_AUDIO_90K", "LATE_STEP_S", "LATE_DECAY_S", "CONFIRM_PACKETS", "AudioGap", "DueFrame",
+__all__ = ["LATE_STEP_S", "LATE_DECAY_S", "CONFIRM_PACKETS", "AudioGap", "DueFrame",
            "JitterBuffer", "needed_samples", "ts_diff"]
 
-TS_STEP_AUDIO_90K = 1800  # one 20 ms audio packet
 U32 = 1 << 32
 LATE_STEP_S = 0.02  # realtime playout delay added per late packet
 LATE_DECAY_S = 0.0005  # ... and taken off per frame decided (20 ms back in 1.6 s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from avfr.codec.data import SAMPLES_PER_FRAME, log_mel_window, window_bounds
-from avfr.codec.runtime import OPUS_FRAME_SAMPLES, OpusDecoder
+from avfr.codec.runtime import OpusDecoder
 from avfr.receiver.playout import AudioGap, JitterBuffer
 
 __all__ = ["SpeechTimeline"]
@@ -51,7 +51,7 @@ class SpeechTimeline:
                 self._opus.conceal()
                 self.concealed += 1
             elif packet is AudioGap.PAST_END:  # past the end of the stream: silence
-                self._opus._append(np.zeros(OPUS_FRAME_SAMPLES, np.float32))
+                self._opus.silence()
             else:
                 self._opus.decode(packet)
             new = self._opus.take()

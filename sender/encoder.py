@@ -40,6 +40,7 @@ from avfr.codec.runtime import (
 from avfr.proto import (
     CONTROL_CHANNEL_LABEL,
     MEDIA_CHANNEL_LABEL,
+    TS_STEP_AUDIO_90K,
     Audio,
     AudioParams,
     Error,
@@ -70,7 +71,6 @@ __all__ = ["Encoder"]
 
 logger = logging.getLogger(__name__)
 
-TS_STEP_AUDIO_90K = 1800  # 20 ms
 
 
 class Encoder:

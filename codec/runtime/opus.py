@@ -131,6 +131,10 @@ class OpusDecoder:
         self._append(self._last * np.float32(gain))
         self.concealed += 1
 
+    def silence(self) -> None:
+        """20 ms of silence past the end of the stream (nothing was sent there: not a loss to conceal)."""
+        self._append(np.zeros(OPUS_FRAME_SAMPLES, np.float32))
+
     def _append(self, pcm: np.ndarray) -> None:
         if self._skip:
             cut = min(self._skip, len(pcm))
