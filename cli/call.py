@@ -39,13 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     call.add_argument("--jitter-ms", type=float, default=0.0, help="delay media packets by up to this (test)")
     call.set_defaults(func=_call)
 
-    send = subparsers.add_parser("send", help="the calling peer (connects to `avfr-codec receive`)")
+    send = subparsers.add_parser("send", help="the calling peer (connects to `avfr-codec receive`, or serves "
+                                 "a browser receiver with --web)")
     _sender_args(send)
-    send.add_argument("--connect", default="127.0.0.1:8765", metavar="HOST:PORT", help="receiver's signaling")
+    to = send.add_mutually_exclusive_group()
+    to.add_argument("--connect", default="127.0.0.1:8765", metavar="HOST:PORT", help="receiver's signaling")
+    to.add_argument("--web", default=None, metavar="HOST:PORT", help="serve the browser receiver's page here "
+                    "(e.g. 127.0.0.1:8080) and call the first browser that opens it")
     send.add_argument("--host-ip", default=None, help="ICE host candidate address (default 127.0.0.1; "
                       "set it to this machine's LAN address to call another machine)")
-    send.add_argument("--timeout-s", type=float, default=10.0, help="give up when no receiver answers "
-                      "within this long (default 10)")
+    send.add_argument("--timeout-s", type=float, default=None, help="give up when no receiver answers "
+                      "within this long (default 10; with --web 300)")
     send.set_defaults(func=_send)
 
     receive = subparsers.add_parser("receive", help="the answering peer (waits for `avfr-codec send`)")
@@ -269,12 +273,21 @@ def _run_call(coro):
 
 def _send(args: argparse.Namespace) -> int:
     source_rgb = _load_source(args.source)
-    host, port = _parse(args.connect)
+    if args.timeout_s is None:
+        args.timeout_s = 300.0 if args.web else 10.0
     if not args.timeout_s > 0:
         raise ValueError(f"--timeout-s must be > 0, got {args.timeout_s}")
+    if args.web:
+        from avfr.cli.send_web import send_web_async
+
+        host, port = _parse(args.web)
+        send_async = send_web_async
+    else:
+        host, port = _parse(args.connect)
+        send_async = _send_async
     frames = _open_source(args)
     try:
-        stats, encoder_stats = asyncio.run(_send_async(frames, source_rgb, host, port, args))
+        stats, encoder_stats = asyncio.run(send_async(frames, source_rgb, host, port, args))
     except BaseException:
         _end_status_line(args)
         raise

@@ -95,10 +95,15 @@ class DecoderStats:
 
 @dataclass(frozen=True)
 class SourceJob:
-    """Set a new source image (uint8 (256, 256, 3) RGB) before the frames that follow."""
+    """Set a new source image before the frames that follow.
+
+    The bytes passed the header check on the network path (declared format, at most 1024 px a side); the
+    worker decodes them (`Decoder.run_job`), so a slow or failing decode never holds up the network.
+    """
 
     image_id: int
-    rgb: np.ndarray = field(repr=False)
+    data: bytes = field(repr=False)  # the encoded image
+    image_format: str  # its declared format: "webp", "png" or "jpeg"
 
 
 @dataclass(frozen=True)

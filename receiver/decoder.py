@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from avfr.codec.runtime import CallModel, OpusDecoder, decode_source_image, load_call_model
+from avfr.codec.runtime import CallModel, OpusDecoder, load_call_model, source_image_size
 from avfr.proto import (
     CONTROL_CHANNEL_LABEL,
     Capabilities,
@@ -56,6 +56,7 @@ from avfr.proto.framing import MessageType
 from avfr.receiver.config import DecoderConfig, DecoderStats, FrameJob, ReceivedFrame, SourceJob
 from avfr.receiver.liveness import Liveness
 from avfr.receiver.playout import JitterBuffer
+from avfr.receiver.rendering import Renderer
 from avfr.receiver.speech import SpeechTimeline
 
 __all__ = ["Decoder"]
@@ -83,12 +84,6 @@ class Decoder:
             models=(ModelInfo(self.model.model_id, self.model.weights_sha256, man.num_kp),),
             audio_sample_rates_hz=(16_000,), audio_frame_ms=(20,),
         )
-        self._generator = None
-        if render:
-            from avfr.codec.runtime import ReceiverModel
-
-            self._generator = ReceiverModel.from_manifest(man, threads=self.config.threads)
-        self._extractor = None  # mediapipe, built lazily on the worker thread
         self.hello: Hello | None = None
         self.session: Session | None = None
         self.refused: str = ""
@@ -106,6 +101,7 @@ class Decoder:
         self._jobs: list[SourceJob | FrameJob] = []
         self._replies: list[bytes] = []
         self.stats = DecoderStats()
+        self._renderer = Renderer(self.model, self.config, self.stats) if render else None
         self._buffer = JitterBuffer(self.config, self.stats)
         self._liveness = Liveness(self.config)
         self.arrival_s: dict[int, float] = {}  # frame index -> perf_counter at arrival (config.timing)
@@ -136,6 +132,10 @@ class Decoder:
     def take_replies(self) -> list[bytes]:
         """Messages for the sender's control channel (Error, Refresh, Stats) queued since the last call."""
         out, self._replies = self._replies, []
+        failures = self._renderer.failures if self._renderer is not None else ()
+        while failures:  # source images the worker dropped: counted here, on the thread that owns the stats
+            out.append(failures.popleft())
+            self.stats.dropped_malformed += 1
         return out
 
     # --- input -------------------------------------------------------------------------------------------
@@ -236,14 +236,14 @@ class Decoder:
         if image is None:
             return
         try:
-            rgb = decode_source_image(image.data, image_format=image.format)  # header checked before decoding
+            source_image_size(image.data, image.format)  # format and size from the header; nothing decoded here
         except ValueError as exc:
             self._replies.append(encode_refresh(Refresh(want_key=False, want_source=True)))
             raise ProtocolError(f"source image {image.image_id}: {exc}") from exc
         self._source_id = image.image_id
         self._source_ready = True
         self.stats.sources += 1
-        self._jobs.append(SourceJob(image.image_id, rgb))
+        self._jobs.append(SourceJob(image.image_id, image.data, image.format))
 
     def _anchor_message(self, data: bytes, now_s: float) -> None:
         packet = decode_keypoints(data, self.session)
@@ -333,33 +333,17 @@ class Decoder:
         Raises:
             RuntimeError: built with render=False, or closed.
         """
-        if self._generator is None:
+        if self._renderer is None:
             raise RuntimeError("this Decoder was built with render=False, or closed")
         if isinstance(job, SourceJob):
-            if self._extractor is None:
-                from avfr.codec.data import PriorExtractor
-
-                self._extractor = PriorExtractor()
-            from avfr.codec.runtime import source_input
-
-            source5, _ = source_input(job.rgb, self._extractor)
-            self._generator.set_source(source5)
-            self._rendered_source = job.image_id
+            self._renderer.set_source(job)
             return None
-        t0 = time.perf_counter()
-        kp, jac = job.kp, job.jac
-        if kp is None:
-            kp, jac = self._generator.source_keypoints
-        elif self.config.relative_motion and self._first_kp is not None:
-            from avfr.codec.runtime import relative_motion
+        return self._renderer.frame(job, self._first_kp)
 
-            kp, jac = relative_motion(kp, jac, *self._first_kp, *self._generator.source_keypoints)
-        rgb = self._generator.frame(kp, jac, job.mel, job.held_frames)
-        done = time.perf_counter()
-        self.stats.generate_ms += 1000 * (done - t0)
-        self.stats.frames_out += 1
-        return ReceivedFrame(job.index, job.ts_90k, rgb, job.pcm, job.concealed,
-                             getattr(self, "_rendered_source", 0), job.decided_s, done, job.held_frames)
+    @property
+    def source_rgb(self) -> np.ndarray | None:
+        """uint8 (256, 256, 3): the source image the worker set last (None before the first, or without render)."""
+        return None if self._renderer is None else self._renderer.source_rgb
 
     def push(self, channel: str, data: bytes, now_s: float | None = None) -> list[ReceivedFrame]:
         """`receive` then run the queued jobs on this thread; returns the frames rendered."""
@@ -368,9 +352,9 @@ class Decoder:
 
     def close(self) -> None:
         """Release mediapipe and the generator once no run_job runs (idempotent; `with Decoder() as d:` too)."""
-        if self._extractor is not None:
-            self._extractor.close()
-        self._extractor = self._generator = None
+        if self._renderer is not None:
+            self._renderer.close()
+        self._renderer = None
 
     def __enter__(self) -> Decoder:
         return self

@@ -211,7 +211,7 @@ class ReceivingPeer:
 
     def _work(self) -> None:
         shown: ReceivedFrame | None = None  # the last frame drawn
-        source: SourceJob | None = None  # the source image: the picture before the first frame is drawn
+        source: tuple[np.ndarray, int] | None = None  # the source image and its id: the picture before the first frame
         while True:
             job = self._jobs.get()
             if job is None:
@@ -227,7 +227,8 @@ class ReceivingPeer:
                 self._loop.call_soon_threadsafe(self._failed, exc)
                 return
             if isinstance(job, SourceJob):
-                source = job
+                if self.decoder.source_rgb is not None:
+                    source = (self.decoder.source_rgb, job.image_id)
             else:
                 shown = frame
             self._loop.call_soon_threadsafe(self._deliver, frame)
@@ -284,13 +285,13 @@ class ReceivingPeer:
             logger.warning("the generator thread did not stop within 30 s")
 
 
-def _repeat(job: FrameJob, shown: ReceivedFrame | None, source: SourceJob | None) -> ReceivedFrame:
+def _repeat(job: FrameJob, shown: ReceivedFrame | None, source: tuple[np.ndarray, int] | None) -> ReceivedFrame:
     """A frame the generator skips: `job`'s speech (float32 (640,)) under the last picture drawn (uint8
     (256, 256, 3); before the first: the source image)."""
     if shown is not None:
         rgb, source_id = shown.rgb, shown.source_id
     elif source is not None:
-        rgb, source_id = source.rgb, source.image_id
+        rgb, source_id = source
     else:
         rgb, source_id = np.zeros((256, 256, 3), np.uint8), 0
     return ReceivedFrame(job.index, job.ts_90k, rgb, job.pcm, job.concealed, source_id, job.decided_s,

@@ -35,6 +35,7 @@ __all__ = [
     "call_signaling",
     "wait_connected",
     "parse_host_port",
+    "check_sdp",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def _foreign(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {printable_text(str(exc), 120)}"
 
 
-def _check_sdp(sdp: str, kind: str) -> None:
+def check_sdp(sdp: str, kind: str) -> None:
     """An SDP offer / answer must be what `create_channels` negotiates: one data-channel m-line with ICE
     credentials, a host candidate and a DTLS fingerprint (aiortc refuses less, and then waits forever)."""
     from aiortc import sdp as aiortc_sdp
@@ -165,7 +166,7 @@ async def _read_description(reader: asyncio.StreamReader, kind: str, timeout_s: 
         raise ConnectionError(f"the peer refused: {printable_text(obj['error'])}")
     if not isinstance(obj, dict) or obj.get("type") != kind or not isinstance(obj.get("sdp"), str):
         raise ConnectionError(f"signaling message is not an SDP {kind}: {printable_text(line, 60)}")
-    _check_sdp(obj["sdp"], kind)
+    check_sdp(obj["sdp"], kind)
     return RTCSessionDescription(sdp=obj["sdp"], type=kind)
 
 

@@ -33,6 +33,9 @@ def test_wheel_holds_only_the_avfr_package(wheel: Path) -> None:
         assert f"avfr/{sub}/__init__.py" in names
     assert "avfr/models/avfr-small.json" in names  # the shipped weights travel with the package
     assert "avfr/proto/SPEC.md" in names
+    for page in ("web/index.html", "web/package-lock.json", "web/src/app.mjs", "web/src/decoder.mjs"):
+        assert f"avfr/{page}" in names  # the browser receiver's page (`avfr-codec send --web`)
+    assert not any("node_modules" in n or n.startswith("avfr/web/test/") for n in names)
     assert "avfr/benchmarks/rate_quality.py" in names  # `avfr-codec bench` is part of the product
     assert not any(n.startswith("avfr/tests/") or n.startswith("avfr/docs/") for n in names)
 

@@ -95,16 +95,47 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
 
+def test_source_image_is_decoded_on_the_worker_and_a_broken_one_keeps_the_speech(model):
+    """The network path checks the header only; an image whose body does not decode is dropped on the worker
+    (counted, asked for again) and the frames still carry their speech."""
+    from avfr.codec.runtime import encode_source_image
+    from avfr.receiver import Decoder, FrameJob, SourceJob
+
+    good = encode_source_image(FACE)
+    broken = good[:40] + bytes(len(good) - 40)  # a valid WebP header, a body of zeros
+    with Decoder(model=model) as dec:
+        dec.receive(C, _hello(model), now_s=0.0)
+        _send_source(dec, 1, "webp", broken)
+        jobs = dec.take_jobs()
+        assert [type(j) for j in jobs] == [SourceJob] and jobs[0].data == broken  # queued undecoded
+        assert dec.source_rgb is None and dec.stats.dropped_malformed == 0
+        assert dec.run_job(jobs[0]) is None
+        assert dec.source_rgb is None
+        replies = [decode_message(r) for r in dec.take_replies()]
+        assert replies == [Refresh(want_key=False, want_source=True)] and dec.stats.dropped_malformed == 1
+        pcm = np.linspace(-0.5, 0.5, 640, dtype=np.float32)
+        frame = dec.run_job(FrameJob(0, 0, None, None, np.zeros((80, 19), np.float32), pcm, False, 0.0, 0))
+        assert frame is not None and frame.concealed and np.array_equal(frame.pcm, pcm)  # no picture, the speech
+        _send_source(dec, 2, "webp", good)
+        (job,) = dec.take_jobs()
+        dec.run_job(job)
+        assert dec.source_rgb is not None and dec.source_rgb.shape == (256, 256, 3)
+
+
 def test_closed_decoders_release_mediapipe(model):
+    from avfr.codec.runtime import encode_source_image
     from avfr.receiver import Decoder, SourceJob
+
+    face = encode_source_image(FACE)
 
     def one_call() -> None:
         with Decoder(model=model) as dec:
-            dec.run_job(SourceJob(1, FACE))  # builds the mediapipe prior extractor
-            assert dec._extractor is not None
-        assert dec._extractor is None
+            dec.run_job(SourceJob(1, face, "webp"))  # builds the mediapipe prior extractor
+            renderer = dec._renderer
+            assert renderer.extractor is not None
+        assert renderer.extractor is None and dec._renderer is None
         with pytest.raises(RuntimeError, match="closed"):
-            dec.run_job(SourceJob(2, FACE))
+            dec.run_job(SourceJob(2, face, "webp"))
 
     one_call()  # one-time allocations (onnxruntime, mediapipe's models)
     gc.collect()

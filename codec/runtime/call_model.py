@@ -21,11 +21,13 @@ class CallModel:
         model_id: the manifest's model name (Hello.model_id).
         weights_sha256: sha256 of the manifest file, which pins the sha256 of all three graphs
             (Hello.weights_sha256: two peers agree iff they run the same graphs).
+        path: the manifest file (a browser receiver fetches it), when loaded from one.
     """
 
     manifest: OnnxManifest
     model_id: str
     weights_sha256: str
+    path: Path | None = None
 
 
 def load_call_model(manifest_path: str | Path | None = None) -> CallModel:
@@ -38,4 +40,4 @@ def load_call_model(manifest_path: str | Path | None = None) -> CallModel:
     path = Path(manifest_path) if manifest_path is not None else shipped_manifest()
     manifest = load_manifest(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return CallModel(manifest, manifest.name, digest)
+    return CallModel(manifest, manifest.name, digest, path)
