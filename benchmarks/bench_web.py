@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames timed per setting (after 5 warm-up)")
     parser.add_argument("--threads", default="1,2", help="onnxruntime-web thread counts")
     parser.add_argument("--where", default="worker,main", help="worker (what the page uses) and/or main")
+    parser.add_argument("--webgpu", action="store_true", help="also the WebGPU provider in the worker (headless "
+                        "Chromium gets SwiftShader's software adapter: a check that the path runs, not a speed)")
     args = parser.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -61,28 +63,33 @@ def main(argv: list[str] | None = None) -> int:
         threading.Event().wait(0.05)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=HEADLESS_CHROMIUM_ARGS)
+            extra = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"] if args.webgpu else []
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=HEADLESS_CHROMIUM_ARGS + extra)
             version = browser.version
-            for where in args.where.split(","):
-                for threads in (int(t) for t in args.threads.split(",")):
-                    page = browser.new_page()
-                    page.goto(ready["url"] + "bench/bench.html")
-                    page.wait_for_function("window.benchReady === true", timeout=30_000)
-                    r = page.evaluate("(a) => window.runBench(a)",
-                                      {"threads": threads, "frames": args.frames + 5, "worker": where == "worker"})
-                    page.close()
-                    frame = np.array(r["frameMs"][5:])
-                    print(json.dumps({
-                        "bench": "web_receiver_frame", "where": where, "threads": threads,
-                        "frames": len(frame), "frame_ms_median": round(float(np.median(frame)), 1),
-                        "frame_ms_p95": round(float(np.percentile(frame, 95)), 1),
-                        "fps": round(1000.0 / float(np.median(frame)), 1),
-                        "mel_ms_median": round(float(np.median(r["melMs"][5:])), 2),
-                        "rgba_ms_median": round(float(np.median(r["rgbaMs"][5:])), 2),
-                        "source_ms": round(r["sourceMs"], 1), "load_ms": round(r["loadMs"], 1),
-                        "cross_origin_isolated": r["isolated"], "chromium": version,
-                        "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                    }), flush=True)
+            settings = [(w, int(t), ["wasm"]) for w in args.where.split(",") for t in args.threads.split(",")]
+            if args.webgpu:
+                settings.append(("worker", 2, ["webgpu", "webgpu-fallback", "wasm"]))
+            for where, threads, providers in settings:
+                page = browser.new_page()
+                page.goto(ready["url"] + "bench/bench.html")
+                page.wait_for_function("window.benchReady === true", timeout=30_000)
+                r = page.evaluate("(a) => window.runBench(a)",
+                                  {"threads": threads, "frames": args.frames + 5, "worker": where == "worker",
+                                   "providers": providers})
+                page.close()
+                frame = np.array(r["frameMs"][5:])
+                print(json.dumps({
+                    "bench": "web_receiver_frame", "where": where, "threads": threads,
+                    "providers": r["providers"],
+                    "frames": len(frame), "frame_ms_median": round(float(np.median(frame)), 1),
+                    "frame_ms_p95": round(float(np.percentile(frame, 95)), 1),
+                    "fps": round(1000.0 / float(np.median(frame)), 1),
+                    "mel_ms_median": round(float(np.median(r["melMs"][5:])), 2),
+                    "rgba_ms_median": round(float(np.median(r["rgbaMs"][5:])), 2),
+                    "source_ms": round(r["sourceMs"], 1), "load_ms": round(r["loadMs"], 1),
+                    "cross_origin_isolated": r["isolated"], "chromium": version,
+                    "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                }), flush=True)
             browser.close()
     finally:
         stop.set()

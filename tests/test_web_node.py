@@ -33,3 +33,9 @@ def test_node(test_file: Path) -> None:
 
 def test_web_tests_exist() -> None:
     assert TEST_FILES, f"no web/test/*.test.mjs under {WEB}"
+
+
+@pytest.mark.parametrize("module", sorted((WEB / "src").glob("*.mjs")), ids=lambda p: p.name)
+def test_web_module_under_400_lines(module: Path) -> None:
+    lines = module.read_text().count("\n")
+    assert lines <= 400 or module.name == "mesh_edges.mjs", f"{module.name}: {lines} lines (the house limit is 400)"

@@ -4,11 +4,11 @@
 import { logMelWindow } from "/src/mel.mjs";
 import { ReceiverGraphs, WorkerGraphs, toRgba } from "/src/render.mjs";
 
-window.runBench = async ({ threads, frames, worker }) => {
+window.runBench = async ({ threads, frames, worker, providers = ["wasm"] }) => {
   const t0 = performance.now();
   let graphs;
   if (worker) {
-    graphs = await WorkerGraphs.create("/models/manifest.json", threads, ["wasm"]);
+    graphs = await WorkerGraphs.create("/models/manifest.json", threads, providers);
   } else {
     const ort = await import("/vendor/ort/ort.wasm.min.mjs");
     ort.env.wasm.wasmPaths = "/vendor/ort/";
@@ -38,6 +38,7 @@ window.runBench = async ({ threads, frames, worker }) => {
     melMs.push(b - a); frameMs.push(d - a); rgbaMs.push(d - c);
   }
   if (worker) graphs.terminate();
-  return { frameMs, melMs, rgbaMs, sourceMs, loadMs, isolated: globalThis.crossOriginIsolated };
+  return { frameMs, melMs, rgbaMs, sourceMs, loadMs, isolated: globalThis.crossOriginIsolated,
+    providers: graphs.providers ?? ["wasm"] };
 };
 window.benchReady = true;

@@ -8,7 +8,7 @@
 // ERROR) go back on avfr-control.
 //
 // URL options: ?threads=N (onnxruntime-web threads, default 2 when cross-origin isolated), ?worker=0 (run the
-// graphs on the main thread instead of a worker), ?capture=1 (keep drawn frames for tests), ?autojoin=1.
+// graphs on the main thread instead of a worker), ?webgpu=0 (WASM even where WebGPU is there), ?capture=1 (keep drawn frames for tests), ?autojoin=1.
 
 import { Decoder, receiverCapabilities } from "./decoder.mjs";
 import { WebCodecsOpus } from "./opus.mjs";
@@ -38,7 +38,8 @@ async function setUp() {
     ort.env.wasm.numThreads = threads;
     graphs = await ReceiverGraphs.create(ort, "/models/manifest.json", ["wasm"]);
   } else {
-    graphs = await WorkerGraphs.create("/models/manifest.json", threads, ["wasm"]);
+    const providers = params.get("webgpu") === "0" ? ["wasm"] : ["webgpu", "wasm"];
+    graphs = await WorkerGraphs.create("/models/manifest.json", threads, providers);
   }
   const priors = await PriorExtractor.create();
   const blank = new OffscreenCanvas(256, 256);
@@ -47,6 +48,7 @@ async function setUp() {
   state.setupMs = performance.now() - t0;
   state.threads = threads;
   state.worker = graphs instanceof WorkerGraphs;
+  state.providers = graphs.providers ?? ["wasm"];
   return { graphs, priors };
 }
 
@@ -123,6 +125,7 @@ async function join({ graphs, priors }) {
   ws.send(JSON.stringify({ type: "answer", sdp: keepLocalCandidates(pc.localDescription.sdp) }));
   state.phase = "in call";
   state.startS = performance.now() / 1000;
+  $("join").textContent = "in the call";
 
   const ticker = setInterval(() => {
     decoder.tick();
@@ -150,6 +153,11 @@ async function join({ graphs, priors }) {
   ws.close();
   if (state.phase !== "failed") state.phase = decoder.refused ? "refused" : "ended";
   state.ended = how;
+  $("join").textContent = "call ended";
+  if (state.phase === "ended") {
+    $("status").textContent += ` | ended: ${player.stats.framesDrawn} of ${player.stats.framesDecided} frames drawn, ` +
+      `${player.stats.audioScheduledS.toFixed(1)} s of speech played`;
+  }
   if (decoder.refused) fail(`the call was refused: ${decoder.refused}`);
 }
 

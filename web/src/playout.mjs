@@ -4,8 +4,11 @@
  * for the same messages in the same order at the same `nowS` values (tests/data/web/make_playout.py checks it).
  *
  * Media is indexed on the media clock: keypoint frame n has seq `seq0 + n` and ts `ts0 + 3600 n`; audio
- * packet a has ts `ts0 + 1800 a`; (seq0, ts0) come from the start anchor (the first KEY packet, also sent on
- * the reliable channel). Frame n is due when its keypoint packet is there or declared lost; its audio (up to
+ * packet a has ts `ts0 + 1800 a` (mod 2**16 and 2**32: both wrap); (seq0, ts0) come from the start anchor (the
+ * first KEY packet, also sent on the reliable channel). A packet's index is the one nearest the packet the
+ * buffer expects next (extended seq / ts): frame `nextFrame + seqDiff(seq, seq of nextFrame)`, audio packet
+ * `a + tsDiff(ts, ts of a) / 1800` with a the next audio packet, so indexes grow without limit (a call may
+ * outlast both wraps). Frame n is due when its keypoint packet is there or declared lost; its audio (up to
  * `neededSamples(n)`) is then taken in packet order, each packet there or declared lost. A packet is lost once
  * packets `reorderFrames` frames (`reorderAudioPackets` packets) newer arrived, once the end anchor arrived,
  * or (realtime) once its playout deadline passed and newer media (either stream) arrived. The deadline is
@@ -112,7 +115,7 @@ export class JitterBuffer {
    * @throws {ProtocolError} before the start or too far ahead.
    */
   endAt(seq) {
-    const index = seqDiff(seq, this.anchor[0]);
+    const index = this._frameIndex(seq);
     if (index < 0 || index > this.nextFrame + this._config.maxBufferFrames) {
       throw new ProtocolError(`end anchor at frame ${index} is out of range`, ErrorCode.UNEXPECTED_MESSAGE);
     }
@@ -135,6 +138,23 @@ export class JitterBuffer {
     return (this.anchor[1] + n * this._session.tsStep90k) % U32;
   }
 
+  /** Frame index of a keypoint seq: the one nearest `nextFrame` (the extended seq; unbounded). */
+  _frameIndex(seq) {
+    const n = this.nextFrame;
+    return n + seqDiff(seq, (this.anchor[0] + n) & 0xffff);
+  }
+
+  /**
+   * Audio packet index of a ts: the one nearest the next audio packet (the extended ts; unbounded).
+   * @throws {ProtocolError} the ts is off the 20 ms grid.
+   */
+  _audioIndex(ts90k) {
+    const a = this._audioNext;
+    const offset = tsDiff(ts90k, (this.anchor[1] + a * TS_STEP_AUDIO_90K) % U32);
+    if (offset % TS_STEP_AUDIO_90K) throw new ProtocolError(`audio ts ${ts90k} is off the 20 ms grid`);
+    return a + offset / TS_STEP_AUDIO_90K;
+  }
+
   // --- packets in ---
 
   /**
@@ -143,7 +163,7 @@ export class JitterBuffer {
    * @throws {ProtocolError} more than `maxBufferFrames` ahead.
    */
   putKeypoints(packet, nowS) {
-    const index = seqDiff(packet.seq, this.anchor[0]);
+    const index = this._frameIndex(packet.seq);
     if (index < this.nextFrame) {
       if (index >= 0 && this.endIndex !== null && index === this.endIndex) return null;
       this._late();
@@ -172,11 +192,7 @@ export class JitterBuffer {
    * @throws {ProtocolError} its ts is off the 20 ms grid or too far ahead.
    */
   putAudio(audio, nowS) {
-    const offset = tsDiff(audio.ts90k, this.anchor[1]);
-    if (((offset % TS_STEP_AUDIO_90K) + TS_STEP_AUDIO_90K) % TS_STEP_AUDIO_90K) {
-      throw new ProtocolError(`audio ts ${audio.ts90k} is off the 20 ms grid`);
-    }
-    const index = offset / TS_STEP_AUDIO_90K;
+    const index = this._audioIndex(audio.ts90k);
     if (index < this._audioNext) {
       this._late();
       return false;

@@ -146,14 +146,16 @@ export class WorkerGraphs {
    * Start the worker and load the graphs there.
    * @param {string} manifestUrl e.g. "/models/manifest.json"
    * @param {number} threads onnxruntime-web threads
-   * @param {string[]} providers e.g. ["wasm"]
+   * @param {string[]} providers ["webgpu", "wasm"]: WebGPU where the browser has an adapter, else WASM
    */
-  static async create(manifestUrl, threads, providers = ["wasm"]) {
+  static async create(manifestUrl, threads, providers = ["webgpu", "wasm"]) {
     const worker = new Worker(new URL("./render_worker.mjs", import.meta.url), { type: "module" });
     const probe = new WorkerGraphs(worker, null, threads);
-    const { info, threads: used } = await probe._call({ op: "init", manifestUrl, threads, providers });
+    const { info, threads: used, providers: running } = await probe._call({ op: "init", manifestUrl, threads,
+      providers });
     probe.info = info;
     probe.threads = used;
+    probe.providers = running;
     return probe;
   }
 
