@@ -3,7 +3,8 @@
 :func:`avfr_path`: ``avfr.sender.Encoder`` -> wire messages (keypoint, audio and source-image bytes counted
 separately) -> ``avfr.receiver.Decoder`` -> frames, the generator driven by the Opus-decoded speech. One row per
 operating point (:class:`AvfrPoint`: the call's quantisation, hysteresis and key interval; "q7" is the call's
-default), every one with the same speech (Opus, ``AUDIO_BITRATE_BPS``).
+default), every one with the same speech (Opus at ``audio_bitrate_bps``; the call's default
+``AUDIO_BITRATE_BPS``).
 
 The sender's priors and keypoint graph are the same for every operating point of a clip's frames: a
 :class:`SenderMemo` computes them once per clip, their measured time still counted in each point's encoder time.
@@ -21,7 +22,7 @@ import numpy as np
 
 from avfr.codec.data import SAMPLES_PER_FRAME
 
-AUDIO_BITRATE_BPS = 12_000  # Opus speech of every row (not counted in the video rates)
+AUDIO_BITRATE_BPS = 12_000  # Opus speech of every row by default (the call's; ``avfr-codec bench --opus-kbps``)
 SOURCE_WEBP_QUALITY = 90  # the call's EncoderConfig.source_quality
 AVFR_PATH_VERSION = 3  # 3: small drift refreshes, paid back by the keypoint rate (2: the call's Encoder/Decoder;
 # 1: assembled from pieces); part of the resume key
@@ -48,19 +49,21 @@ class AvfrPoint:
     kp_hysteresis_steps: float = 0.75
     key_interval_frames: int = 100
 
-    def encoder_config(self, threads: int, drift_check: bool = True) -> object:
+    def encoder_config(self, threads: int, drift_check: bool = True,
+                       audio_bitrate_bps: int = AUDIO_BITRATE_BPS) -> object:
         """The ``avfr.sender.EncoderConfig`` of this point (everything else at the call's defaults).
 
         Args:
             threads: onnxruntime intra-op threads per graph.
             drift_check: keep the call's drift check (False: no replica, no automatic source refresh).
+            audio_bitrate_bps: the Opus speech's rate (the Decoder's generator hears it decoded).
         """
         from avfr.sender import EncoderConfig
 
         extra = {} if drift_check else {"drift_check_interval_frames": 0}
         return EncoderConfig(kp_bits=self.kp_bits, jac_bits=self.jac_bits,
                              kp_hysteresis_steps=self.kp_hysteresis_steps,
-                             key_interval_frames=self.key_interval_frames, audio_bitrate_bps=AUDIO_BITRATE_BPS,
+                             key_interval_frames=self.key_interval_frames, audio_bitrate_bps=int(audio_bitrate_bps),
                              threads=threads, source_quality=SOURCE_WEBP_QUALITY, **extra)
 
 
@@ -108,7 +111,8 @@ class AvfrOutput:
     source_bytes: int  # SOURCE_CHUNK messages (the WebP source image; again for each drift refresh)
     encode_s: float  # everything in the Encoder: priors, keypoint graph, packets, Opus, WebP, drift checks
     decode_s: float  # everything in the Decoder: parsing, jitter buffer, Opus, source priors, generator
-    audio_bytes: int = 0  # AUDIO messages (Opus speech, not counted in the video rate)
+    audio_bytes: int = 0  # AUDIO messages (7-byte header + Opus packet each; not counted in the video rate)
+    audio_packets: int = 0  # AUDIO messages (one per 20 ms Opus packet, the flushed last one included)
     anchor_bytes: int = 0  # the KEY copies on the control channel (stream start/end anchors)
     num_source_images: int = 1
     concealed_frames: int = 0  # 0 unless kp_loss > 0 (the path is otherwise lossless)
@@ -196,7 +200,8 @@ class _MemoKeypoints:
 
 def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point: AvfrPoint, models: AvfrModels,
               relative: bool = False, memo: SenderMemo | None = None, kp_loss: float = 0.0,
-              loss_seed: int = 0, drift_check: bool = True) -> AvfrOutput:
+              loss_seed: int = 0, drift_check: bool = True, audio_bitrate_bps: int = AUDIO_BITRATE_BPS
+              ) -> AvfrOutput:
     """The call's media path without the network: ``avfr.sender.Encoder`` -> messages -> ``avfr.receiver.Decoder``.
 
     The same code as a call (loopback with zero delay and no loss): frame i and its 40 ms of speech go into
@@ -220,6 +225,7 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
             the first key packet always arrives): the Decoder conceals them as in a call, holding the last
             keypoints while the speech goes on. Dropped messages still count as sent bytes.
         drift_check: the sender's drift check and its automatic refreshes (always off when ``relative``).
+        audio_bitrate_bps: the sender's Opus rate (``EncoderConfig.audio_bitrate_bps``), 6000..16000.
 
     Returns:
         Frames (aligned 1:1 with `frames`), bytes and timings.
@@ -233,8 +239,9 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
 
     num_frames = len(frames)
     pcm = np.asarray(pcm, np.float32).reshape(-1)
-    encoder = Encoder(point.encoder_config(models.threads, drift_check=drift_check and not relative), models.call_model,
-                      models.extractor if memo is None else _MemoExtractor(memo))
+    config = point.encoder_config(models.threads, drift_check=drift_check and not relative,
+                                  audio_bitrate_bps=audio_bitrate_bps)
+    encoder = Encoder(config, models.call_model, models.extractor if memo is None else _MemoExtractor(memo))
     decoder = Decoder(DecoderConfig(threads=models.threads, relative_motion=relative), models.call_model)
     with encoder, decoder:  # the Decoder's mediapipe is released after each point
         saved_before = 0.0
@@ -244,7 +251,8 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
         out = np.empty((num_frames, *frames.shape[1:]), np.uint8)
         got = np.zeros(num_frames, bool)
         held = np.zeros(num_frames, bool)
-        counts = {"kp": 0, "key": 0, "kp_bytes": 0, "audio": 0, "source": 0, "anchor": 0, "concealed": 0}
+        counts = {"kp": 0, "key": 0, "kp_bytes": 0, "audio": 0, "audio_packets": 0, "source": 0, "anchor": 0,
+                  "concealed": 0}
         times = {"enc": 0.0, "dec": 0.0}
         drop_rng = np.random.default_rng(loss_seed)
 
@@ -274,6 +282,7 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
                         counts["anchor"] += len(msg.data)
                 elif kind == MessageType.AUDIO:
                     counts["audio"] += len(msg.data)
+                    counts["audio_packets"] += 1
                 elif kind == MessageType.SOURCE_CHUNK:
                     counts["source"] += len(msg.data)
                 received += decoder.push(msg.channel, msg.data, now_s=0.0)
@@ -306,6 +315,7 @@ def avfr_path(frames: np.ndarray, pcm: np.ndarray, source_rgb: np.ndarray, point
         if memo is not None:
             times["enc"] += memo.saved_s - saved_before
         return AvfrOutput(out, counts["kp_bytes"], counts["kp"], counts["key"], counts["source"], times["enc"],
-                          times["dec"], audio_bytes=counts["audio"], anchor_bytes=counts["anchor"],
+                          times["dec"], audio_bytes=counts["audio"], audio_packets=counts["audio_packets"],
+                          anchor_bytes=counts["anchor"],
                           num_source_images=encoder.stats.source_images, concealed_frames=counts["concealed"],
                           held=held, refresh_bytes=encoder.stats.refresh_bytes)

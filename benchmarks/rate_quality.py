@@ -16,8 +16,10 @@ Work shared between rows is done once per clip: the sender's priors and keypoint
 every operating point; :class:`avfr.benchmarks.avfr_call.SenderMemo`, their measured time still counted in each
 point's encoder time), the still row's landmarks (one picture), the identity embedding of the source.
 
-Every row shares the same speech (Opus, ``AUDIO_BITRATE_BPS``), so rates are video bits only. Each row gets both
-rate accountings of :mod:`avfr.benchmarks.accounting` (``kbps_clip``, ``kbps_call``) when the clip is assembled.
+Every row shares the same speech (Opus at ``BenchConfig.opus_kbps``; avfr's sender codes it and its generator
+hears it decoded). Each row gets the rate columns of :mod:`avfr.benchmarks.accounting` when the clip is assembled:
+two video accountings (``kbps_clip``, ``kbps_steady``) and the whole call (``kbps_call``: ``kbps_steady`` plus the
+speech with its packet headers; the anchors' and the still row's speech is the clip's, encoded once here).
 
 :func:`run_clip` computes only the parts of a clip without a saved file (:mod:`avfr.benchmarks.resume`) and
 writes the clip's frame strip (:func:`write_strip`). Anchor bitstreams are kept in ``<out>/work`` so an
@@ -127,10 +129,12 @@ class _ClipRun:
         self.tick("still")
         return {"rows": [row]}, None
 
-    def avfr(self, name: str, models: AvfrModels, memo: SenderMemo) -> tuple[dict, np.ndarray]:
-        """The row of one avfr operating point, and its strip frames."""
+    def avfr(self, name: str, models: AvfrModels, memo: SenderMemo, audio_bitrate_bps: int
+             ) -> tuple[dict, np.ndarray]:
+        """The row of one avfr operating point (speech at ``audio_bitrate_bps``), and its strip frames."""
         n, point = len(self.frames), AVFR_POINTS[name]
-        res = avfr_path(self.frames, self.pcm, self.source, point, models, memo=memo)
+        res = avfr_path(self.frames, self.pcm, self.source, point, models, memo=memo,
+                        audio_bitrate_bps=audio_bitrate_bps)
         # the clip's own video rate: keypoints + every source image after the first; the first is amortised
         # over a 5-minute call, as an anchor's first intra frame would be in a call
         kp_kbps = res.packet_bytes * 8 / self.duration_s / 1000
@@ -142,15 +146,19 @@ class _ClipRun:
                        keypoint_kbps=kp_kbps, refresh_bytes=res.refresh_bytes,
                        source_kbps_5min=src_kbps, kbps_with_source_5min=kbps + src_kbps,
                        source_images=res.num_source_images, audio_kbps=res.audio_bytes * 8 / self.duration_s / 1000,
-                       concealed_frames=res.concealed_frames, settings=json.dumps(asdict(point)))
+                       audio_bytes=res.audio_bytes, audio_packets=res.audio_packets,
+                       opus_target_kbps=audio_bitrate_bps / 1000, concealed_frames=res.concealed_frames,
+                       settings=json.dumps(asdict(point)))
         self.tick(f"avfr {name}")
         return {"rows": [row], "strip_kbps": kbps}, res.frames[strip_indices(n)]
 
-    def cross(self, name: str, models: AvfrModels, memo: SenderMemo, cross_source: np.ndarray) -> tuple[dict, None]:
+    def cross(self, name: str, models: AvfrModels, memo: SenderMemo, cross_source: np.ndarray,
+              audio_bitrate_bps: int) -> tuple[dict, None]:
         """The cross-identity rows (avfr, then still) of one point, driven by this clip, source from another."""
         n = len(self.frames)
         ev = self.evaluator
-        res = avfr_path(self.frames, self.pcm, cross_source, AVFR_POINTS[name], models, relative=True, memo=memo)
+        res = avfr_path(self.frames, self.pcm, cross_source, AVFR_POINTS[name], models, relative=True, memo=memo,
+                        audio_bitrate_bps=audio_bitrate_bps)
         metrics = ev.no_reference(res.frames, self.ref_lm, self.pcm, cross_source)
         cross_lm = np.repeat(ev.tracker(cross_source[None]), n, 0)
         still_metrics = ev.no_reference(np.repeat(cross_source[None], n, 0), self.ref_lm, self.pcm, cross_source,
@@ -246,9 +254,9 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels | None
         if part.kind == "still":
             data, strip = run.still()
         elif part.kind == "avfr":
-            data, strip = run.avfr(part.arg, models, memo)
+            data, strip = run.avfr(part.arg, models, memo, config.audio_bitrate_bps)
         elif part.kind == "cross":
-            data, strip = run.cross(part.arg, models, memo, cross_source)
+            data, strip = run.cross(part.arg, models, memo, cross_source, config.audio_bitrate_bps)
         else:
             data, strip = run.anchor(part.arg, config, out_dir / "work" / clip.clip_id)
         saved[part.name] = save_part(part.path(out_dir, clip.clip_id), part, data, strip)
@@ -263,13 +271,15 @@ def run_clip(clip, config: BenchConfig, out_dir: Path, models: AvfrModels | None
     write_strip(strip, shown)
     ref_sync, ref_lag = sync_proxy(ref_lm, pcm)
     rows = [dict(r) for p in parts if p.kind != "cross" for r in saved[p.name]["rows"]]
+    speech = accounting.speech_stream(pcm, n, config.audio_bitrate_bps)  # the anchors' and the still row's
     accounting.add_rate_columns(rows, n / anchors.FPS, _source_bytes(frames[0]) if any(
-        r["codec"] == "still" and "source_bytes" not in r for r in rows) else None)
+        r["codec"] == "still" and "source_bytes" not in r for r in rows) else None, speech)
     result = {
         "clip": clip.clip_id, "split": clip.split, "num_frames": n, "duration_s": n / anchors.FPS,
         "has_audio": bool(clip.has_audio), "problems": list(clip.problems), "config_key": config.key(),
         "reference": {"sync_corr": _round(ref_sync), "sync_lag_frames": ref_lag,
                       "jitter": _round(landmark_jitter(ref_lm))},
+        "speech": asdict(speech),
         "rows": rows,
         "cross_rows": [r for p in parts if p.kind == "cross" for r in saved[p.name]["rows"]],
         "searches": {p.arg: saved[p.name]["searches"] for p in parts if p.kind == "anchor"},

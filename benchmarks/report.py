@@ -4,9 +4,10 @@ Rows are flat records (one per clip x codec x operating point); :func:`mean_rows
 record per codec x operating point. Anchors are matched per clip by the index of the requested rate, so
 their mean row averages the encodes chosen for one target (its ``kbps`` is the mean achieved rate).
 
-Rates: the headline table, the BD-rates and the plots use the call accounting (b) of
-:mod:`avfr.benchmarks.accounting` (``kbps_call``) on every row; the clip accounting (a) (``kbps_clip``) is shown
-beside it and has BD-rates of its own.
+Rates: the headline table, the BD-rates and the plots use the video's steady-state accounting (b) of
+:mod:`avfr.benchmarks.accounting` (``kbps_steady``) on every row; the clip accounting (a) (``kbps_clip``) is shown
+beside it and has BD-rates of its own, and the whole call (``kbps_call``: (b) plus the speech with its packet
+headers) beside both.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ METRICS = ("psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd", "mouth_lmd", "sync_co
            "enc_fps", "dec_fps")
 LOWER_IS_BETTER = {"l1", "lmd", "mouth_lmd", "id_dist", "jitter", "lmd_miss"}
 PLOT_METRICS = ("psnr", "ssim", "vmaf", "lmd")
+TWO_DIGITS = ("kbps_steady", "kbps_clip", "kbps_call", "psnr", "enc_fps", "dec_fps")  # report.md's 2-decimal columns
 CODEC_ORDER = ("avfr", "still", "vvc", "vvc-ra", "hevc", "av1")
 CODEC_LABELS = {"avfr": "avfr (keypoints)", "still": "still (0 bits)", "vvc": "H.266 low delay",
                 "vvc-ra": "H.266 random access", "hevc": "H.265 low delay", "av1": "AV1 low delay"}
@@ -106,8 +108,8 @@ def bd_rate(rate_a: Sequence[float], quality_a: Sequence[float], rate_b: Sequenc
     return float((math.exp(float(np.mean(diff))) - 1.0) * 100.0)
 
 
-def bd_rates(means: Sequence[dict], rates: str = "call") -> dict[str, dict[str, float | None]]:
-    """BD-rate of avfr against each anchor, per metric, both at their rates under one accounting ("call": (b),
+def bd_rates(means: Sequence[dict], rates: str = "steady") -> dict[str, dict[str, float | None]]:
+    """BD-rate of avfr against each anchor, per metric, both at their rates under one accounting ("steady": (b),
     "clip": (a); :func:`avfr.benchmarks.accounting.rate`)."""
     curves: dict[str, list[dict]] = {}
     for row in means:
@@ -216,7 +218,7 @@ def plot_curves(means: Sequence[dict], out_dir: Path, env: Sequence[dict] = ()) 
         ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.5, 1, 2, 4, 8, 16, 32, 64, 128]))
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("video kbit/s, call accounting (first source image / intra over 5 min)")
+        ax.set_xlabel("video kbit/s, steady-state accounting (b) (first source image / intra over 5 min)")
         ax.set_ylabel(metric.upper() + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -231,12 +233,13 @@ def plot_curves(means: Sequence[dict], out_dir: Path, env: Sequence[dict] = ()) 
 def markdown(report: dict) -> str:
     """report.md text from the report dict."""
     means = [r for r in report["rows"] if r["clip"] == "mean"]
-    cols = ("codec", "point", "kbps_call", "kbps_clip", "psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd", "mouth_lmd",
-            "sync_corr", "id_dist", "jitter", "enc_fps", "dec_fps")
+    cols = ("codec", "point", "kbps_steady", "kbps_clip", "kbps_call", "psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd",
+            "mouth_lmd", "sync_corr", "id_dist", "jitter", "enc_fps", "dec_fps")
     lines = [
         "# avfr-codec bench",
         "",
-        *([f"**Line of truth** (call accounting (b)): {report['line_of_truth']}", ""]
+        *([f"**Line of truth** (video only, steady-state accounting (b) `kbps_steady`): {report['line_of_truth']}",
+           ""]
           if report.get("line_of_truth") else []),
         f"Command: `{report['command']}`",
         "",
@@ -244,32 +247,35 @@ def markdown(report: dict) -> str:
         f"{sum(c['duration_s'] for c in report['clips']):.1f} s at 256x256, 25 fps. Same identity: frame 0 is the "
         "source image, every frame is driven and compared with the original.",
         "",
-        f"**Audio**: every row carries the same speech ({report['audio']}); the rates below are **video bits "
-        "only**. Anchor rates are achieved (bitstream bytes, no container), not requested; `at_floor` marks a "
+        f"**Audio**: every row carries the same speech ({report['audio']}); `kbps_steady` and `kbps_clip` are "
+        "**video bits only**, `kbps_call` is the whole call (video (b) + the speech with its packet headers). "
+        "Anchor rates are achieved (bitstream bytes, no container), not requested; `at_floor` marks a "
         "target below the encoder's floor (largest QP).",
         "",
-        f"**Rates, two accountings, each applied to avfr and the anchors alike** ({verdict.ACCOUNTING_NOTE}) "
-        f"avfr's first source image: {report['avfr_source']}. The headline table, the first BD-rate table, the "
-        "line of truth and the plots use (b).",
+        f"**Rates, each applied to avfr and the anchors alike** ({verdict.ACCOUNTING_NOTE}) "
+        f"avfr's first source image: {report['avfr_source']}. The first BD-rate table, the line of truth and the "
+        "plots use the video's (b) `kbps_steady`.",
         "",
         *([f"**Clips without audio** ({len(report['no_audio_clips'])}): {', '.join(report['no_audio_clips'])}. "
            "They are benchmarked like the others (avfr codes silence; the generator hears silence); their "
            "sync_corr is n/a and left out of the means.", ""] if report.get("no_audio_clips") else []),
-        "## Mean over clips (rates: both accountings; ordered by (b) `kbps_call`)",
+        "## Mean over clips (video kbit/s (b) `kbps_steady` and (a) `kbps_clip`; whole call `kbps_call`; "
+        "ordered by (b))",
         "",
         "| " + " | ".join(cols) + " | at floor |",
         "|" + "---|" * (len(cols) + 1),
     ]
     for r in means:
-        lines.append("| " + " | ".join(_fmt(r.get(c), 2 if c in ("kbps_call", "kbps_clip", "psnr", "enc_fps",
-                                                                    "dec_fps") else 3)
-                                       for c in cols) + f" | {_fmt(r.get('at_floor', False))} |")
+        rated = {"kbps_steady": accounting.rate(r), "kbps_call": accounting.rate(r, "call")}
+        lines.append("| " + " | ".join(_fmt(rated.get(c, r.get(c)), 2 if c in TWO_DIGITS else 3) for c in cols)
+                     + f" | {_fmt(r.get('at_floor', False))} |")
     lines += ["", "Units: kbps kbit/s; PSNR dB; L1 RGB in [0,1]; LMD / mouth LMD px at 256x256 (mediapipe "
               "face mesh, mouth = 40 lip points); sync_corr = lip-sync proxy (mouth opening vs speech "
               "envelope, best of +-4 frames; "
               f"originals: {_fmt(report['reference_mean'].get('sync_corr'))}); id_dist = {report['identity']}; "
               f"jitter px/frame^2 (originals: {_fmt(report['reference_mean'].get('jitter'))}).", ""]
-    for key, title in (("bd_rate_pct", "call accounting (b)"), ("bd_rate_pct_clip", "clip accounting (a)")):
+    for key, title in (("bd_rate_pct", "video, steady-state accounting (b)"),
+                       ("bd_rate_pct_clip", "video, clip accounting (a)")):
         if key not in report:
             continue
         lines += [f"## BD-rate of avfr against each anchor, {title}", "",
@@ -296,12 +302,12 @@ def markdown(report: dict) -> str:
         for r in report["cross_rows"]:
             lines.append(f"| {r['clip']} | {r['codec']} | {_fmt(r.get('id_dist'))} | {_fmt(r.get('motion_lmd'))} | "
                          f"{_fmt(r.get('sync_corr'))} | {_fmt(r.get('jitter'))} |")
-    lines += ["", "## Per clip", "", "| clip | codec | point | kbps_call | kbps_clip | psnr | vmaf | lmd | mouth_lmd |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Per clip", "", "| clip | codec | point | kbps_steady | kbps_clip | kbps_call | psnr | vmaf | lmd "
+              "| mouth_lmd |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         if r["clip"] != "mean":
             lines.append(f"| {r['clip']} | {r['codec']} | {r['point']} | {_fmt(accounting.rate(r), 2)} | "
-                         f"{_fmt(accounting.rate(r, 'clip'), 2)} | "
+                         f"{_fmt(accounting.rate(r, 'clip'), 2)} | {_fmt(accounting.rate(r, 'call'), 2)} | "
                          f"{_fmt(r.get('psnr'), 2)} | {_fmt(r.get('vmaf'), 1)} | {_fmt(r.get('lmd'))} | "
                          f"{_fmt(r.get('mouth_lmd'))} |")
     lines += ["", "## Frame strips", ""] + [f"![{c['clip']}]({c['strip']})" for c in report["clips"]]
@@ -310,8 +316,8 @@ def markdown(report: dict) -> str:
 
 
 def catch_up_kbps(curve: Sequence[dict], metric: str, value: float) -> float | None:
-    """Rate (call accounting, :func:`avfr.benchmarks.accounting.rate`) at which an anchor curve first reaches
-    ``value`` of ``metric``.
+    """Video rate (steady-state accounting (b), :func:`avfr.benchmarks.accounting.rate`) at which an anchor curve
+    first reaches ``value`` of ``metric``.
 
     Log-rate is interpolated linearly between the two measured points around the crossing.
 
@@ -339,7 +345,7 @@ def catch_up_kbps(curve: Sequence[dict], metric: str, value: float) -> float | N
 
 def target_check(means: Sequence[dict]) -> list[str]:
     """The issue's target on the mean rows: each avfr point against H.266 low delay at its lowest rate and
-    against the still image, and where on its curve H.266 catches up (rates: call accounting (b))."""
+    against the still image, and where on its curve H.266 catches up (video rates, steady-state accounting (b))."""
     notes: list[str] = []
     avfr = sorted((r for r in means if r["codec"] == "avfr" and accounting.rate(r) is not None), key=accounting.rate)
     vvc = sorted((r for r in means if r["codec"] == "vvc" and accounting.rate(r) is not None), key=accounting.rate)

@@ -12,7 +12,8 @@ but for timings.
 
 Anchor parts saved before their rows carried the byte counts of the rate accountings
 (:data:`avfr.benchmarks.accounting.ANCHOR_FIELDS`) get them from the bitstreams kept in ``<out>/work``
-(:func:`load_saved`), and are recomputed where those are gone; the parts' keys are unchanged.
+(:func:`load_saved`), and are recomputed where those are gone; the parts' keys are unchanged. A run at another
+speech rate (``BenchConfig.opus_kbps``) re-runs the avfr parts only: their key names the rate.
 """
 
 from __future__ import annotations
@@ -55,12 +56,18 @@ class BenchConfig:
     identity: bool = True
     probe_preset: str = "faster"  # vvenc preset of the QP-search probes ("" or = vvenc_preset: direct search)
     model: str = ""  # SHA-256 prefix of the avfr model's ONNX manifest ("" without avfr): a new model re-runs
+    opus_kbps: float = AUDIO_BITRATE_BPS / 1000  # the speech's Opus rate (avfr's sender; every row's kbps_call)
 
     def key(self) -> str:
         keyed = {**asdict(self), "avfr_path_version": AVFR_PATH_VERSION, "metrics_version": METRICS_VERSION,
                  "anchor_search_version": ANCHOR_SEARCH_VERSION,
                  "rate_accounting_version": accounting.RATE_ACCOUNTING_VERSION}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def audio_bitrate_bps(self) -> int:
+        """The sender's ``EncoderConfig.audio_bitrate_bps``: ``opus_kbps`` in bit/s."""
+        return round(self.opus_kbps * 1000)
 
     def clip_frames(self, clip_num_frames: int) -> int:
         """Frames benchmarked of a clip of ``clip_num_frames`` frames (``max_frames``, 0: all)."""
@@ -117,10 +124,12 @@ def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None
 
     Keys: every part hashes the benchmarked frames, speech and reference landmarks, the metrics version and
     whether rows get an identity distance. The still row adds the source's WebP quality; an avfr point adds
-    the model's manifest hash, its settings (:class:`avfr.benchmarks.avfr_call.AvfrPoint`), the path version
-    and ``threads``; the cross part adds the cross source image; an anchor codec adds its encoder flags (with
-    the preset and threads; a reduced-size anchor also its size and frame rate), those of its QP-search probes,
-    the target rates, ``max_probes`` and the search version.
+    the model's manifest hash, its settings (:class:`avfr.benchmarks.avfr_call.AvfrPoint`), the path version,
+    ``threads`` and the speech's Opus rate (the generator hears it decoded); the cross part adds the cross
+    source image; an anchor codec adds its encoder flags (with the preset and threads; a reduced-size anchor
+    also its size and frame rate), those of its QP-search probes, the target rates, ``max_probes`` and the
+    search version. The speech rate keys no still or anchor part: their speech columns are computed when the
+    clip is assembled (:func:`avfr.benchmarks.accounting.speech_stream`), under the whole config's key.
 
     Args:
         clip: a prepared clip (``avfr.codec.data.cache.ClipArrays``).
@@ -134,7 +143,7 @@ def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None
     parts = [_part("still", "", 1, **base, source_quality=SOURCE_WEBP_QUALITY)]
     if "avfr" in config.codecs:
         avfr = {**base, "model": config.model, "threads": config.threads, "avfr_path_version": AVFR_PATH_VERSION,
-                "source_quality": SOURCE_WEBP_QUALITY, "audio_bitrate_bps": AUDIO_BITRATE_BPS}
+                "source_quality": SOURCE_WEBP_QUALITY, "audio_bitrate_bps": config.audio_bitrate_bps}
         parts += [_part("avfr", p, 1, **avfr, point=asdict(AVFR_POINTS[p])) for p in config.avfr_points]
         if config.cross and cross_source is not None:
             p = config.featured_point()

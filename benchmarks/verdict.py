@@ -1,7 +1,8 @@
 """The line of truth at the top of report.md: at avfr's own rate, the anchor that comes closest, and where avfr
 wins and loses against it.
 
-On the mean rows, rates in the call accounting (b) (:mod:`avfr.benchmarks.accounting`):
+On the mean rows, rates of the video alone in the steady-state accounting (b) (``kbps_steady``,
+:mod:`avfr.benchmarks.accounting`; the speech is the same on both sides and stays out of the comparison):
 
 1. avfr's point: the call's default ("q7") when benched, else the lowest-rate avfr point; its rate R.
 2. The closest anchor configuration: the call-like anchor mean row (not ``vvc-ra``, which reorders pictures;
@@ -23,12 +24,17 @@ METRICS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "vmaf": "VMAF",
            "mouth_lmd": "mouth LMD", "sync_corr": "lip sync", "id_dist": "identity"}
 LOWER_IS_BETTER = {"lmd", "mouth_lmd", "id_dist"}
 ACCOUNTING_NOTE = (
-    "(a) `kbps_clip`: everything over the clip's duration, as the JVET generative face video test conditions "
+    "video: (a) `kbps_clip`: everything over the clip's duration, as the JVET generative face video test conditions "
     "count the reference frame: every avfr source image (the first and the drift refreshes) and keypoint packet, "
-    "every anchor bitstream byte (every intra picture); (b) `kbps_call`: a steady-state call, avfr's first source "
+    "every anchor bitstream byte (every intra picture); (b) `kbps_steady`: a steady-state call, avfr's first source "
     "image and each anchor's first access unit (its intra picture with the parameter sets) both amortised over a "
     f"{accounting.CALL_SECONDS / 60:g}-minute call, later source images and intra pictures counted in full; "
-    "`kbps` is kept as before (avfr: keypoints + refreshes; anchors: = (a)).")
+    "`kbps` is kept as before (avfr: keypoints + refreshes; anchors: = (a)). The whole call: `kbps_call` = "
+    "`kbps_steady` + `speech_kbps`, the same Opus speech (`opus_kbps`: its payload) with its per-packet header as "
+    f"each side sends it: avfr's AUDIO message ({accounting.AUDIO_HEADER_BYTES} B a 20 ms packet, measured on the "
+    f"call path; the still row's likewise), an anchor call's RTP header ({accounting.RTP_HEADER_BYTES} B a packet, "
+    "the clip's speech encoded once by the same Opus encoder at the same rate); transport overhead below that "
+    "(SRTP auth tag, DTLS/SCTP, UDP/IP) is left out on both sides.")
 
 
 _DIGITS = {"psnr": 2, "ssim": 3, "ms_ssim": 3, "vmaf": 1, "lmd": 2, "mouth_lmd": 2, "sync_corr": 2, "id_dist": 2}

@@ -11,6 +11,10 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from avfr.benchmarks import BenchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "preset as --vvenc-preset: every probe at --vvenc-preset)")
     p.add_argument("--max-probes", type=int, default=4, help="encodes per target in the QP search (default: 4)")
     p.add_argument("--threads", type=int, default=2, help="encoder / onnxruntime threads (default: 2)")
+    p.add_argument("--opus-kbps", type=float, default=12.0,
+                   help="the speech's Opus rate, 6..16 kbit/s (default 12, the call's): avfr's sender codes the "
+                   "speech at it (the generator hears it decoded) and every row's whole-call kbps_call counts it")
     p.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_bench)
@@ -71,6 +78,44 @@ def _parse_codecs(text: str) -> tuple[str, ...]:
         raise CliError(f"unknown codec(s) {', '.join(bad)}: choose from avfr, {', '.join(ANCHORS)}, "
                        f"{', '.join(FAMILIES)} or one configuration such as vvc-s128f12.5")
     return tuple(dict.fromkeys(codecs))
+
+
+def bench_config(args: argparse.Namespace) -> tuple[BenchConfig, Path | None]:
+    """The run's settings from the parsed arguments, and the avfr model's manifest (None without avfr).
+
+    Raises:
+        CliError: a bad --bitrate, --avfr-points, --codecs, --opus-kbps or --model.
+    """
+    from avfr.benchmarks import AVFR_POINTS, BenchConfig
+    from avfr.benchmarks.accounting import OPUS_KBPS_RANGE
+    from avfr.cli import CliError
+
+    try:
+        rates = tuple(float(r) for r in args.bitrate.split(",") if r.strip())
+    except ValueError as exc:
+        raise CliError(f"--bitrate must be comma-separated numbers: {exc}") from exc
+    if not rates or min(rates) <= 0:
+        raise CliError("--bitrate needs at least one positive rate")
+    points = tuple(p.strip() for p in args.avfr_points.split(",") if p.strip())
+    if not points or any(p not in AVFR_POINTS for p in points):
+        raise CliError(f"--avfr-points: choose from {', '.join(AVFR_POINTS)}")
+    low, high = OPUS_KBPS_RANGE
+    if not low <= args.opus_kbps <= high:
+        raise CliError(f"--opus-kbps must be in {low:g}..{high:g}, got {args.opus_kbps:g}")
+    probe_preset = "" if args.probe_preset in ("off", "", args.vvenc_preset) else args.probe_preset
+    codecs = _parse_codecs(args.codecs)
+    model, manifest = "", None
+    if "avfr" in codecs:  # the model's manifest (it names every graph's SHA-256) keys the resume files
+        from avfr.codec.nets import file_sha256
+        from avfr.codec.runtime import shipped_manifest
+
+        manifest = args.model if args.model is not None else shipped_manifest()
+        if not manifest.is_file():
+            raise CliError(f"--model: no manifest at {manifest}")
+        model = file_sha256(manifest)[:16]
+    return BenchConfig(tuple(sorted(rates)), codecs, points, args.cross, args.max_frames, args.vvenc_preset,
+                       args.max_probes, args.threads, not args.no_identity, probe_preset, model,
+                       float(args.opus_kbps)), manifest
 
 
 def _versions() -> dict[str, str]:
@@ -97,12 +142,10 @@ def _bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from avfr.benchmarks import (
-        AUDIO_BITRATE_BPS,
         AVFR_POINTS,
         CALL_SECONDS,
         SOURCE_WEBP_QUALITY,
         AvfrModels,
-        BenchConfig,
         Evaluator,
         envelope,
         ffmpeg_exe,
@@ -119,29 +162,8 @@ def _bench(args: argparse.Namespace) -> int:
     from avfr.cli import CliError
     from avfr.codec.data import default_cache_dir, load_clips
 
-    try:
-        rates = tuple(float(r) for r in args.bitrate.split(",") if r.strip())
-    except ValueError as exc:
-        raise CliError(f"--bitrate must be comma-separated numbers: {exc}") from exc
-    if not rates or min(rates) <= 0:
-        raise CliError("--bitrate needs at least one positive rate")
-    points = tuple(p.strip() for p in args.avfr_points.split(",") if p.strip())
-    if not points or any(p not in AVFR_POINTS for p in points):
-        raise CliError(f"--avfr-points: choose from {', '.join(AVFR_POINTS)}")
-    probe_preset = "" if args.probe_preset in ("off", "", args.vvenc_preset) else args.probe_preset
-    codecs = _parse_codecs(args.codecs)
-    model, manifest = "", None
-    if "avfr" in codecs:  # the model's manifest (it names every graph's SHA-256) keys the resume files
-        from avfr.codec.nets import file_sha256
-        from avfr.codec.runtime import shipped_manifest
-
-        manifest = args.model if args.model is not None else shipped_manifest()
-        if not manifest.is_file():
-            raise CliError(f"--model: no manifest at {manifest}")
-        model = file_sha256(manifest)[:16]
-    config = BenchConfig(tuple(sorted(rates)), codecs, points, args.cross,
-                         args.max_frames, args.vvenc_preset, args.max_probes, args.threads,
-                         not args.no_identity, probe_preset, model)
+    config, manifest = bench_config(args)
+    points = config.avfr_points
     specs = bench_specs(config.vvenc_preset, config.threads)
     missing = missing_encoders([specs[c] for c in config.codecs if c in specs], ffmpeg_exe())
     if missing:
@@ -199,7 +221,7 @@ def _bench(args: argparse.Namespace) -> int:
         "command": "avfr-codec bench " + shlex.join(sys.argv[sys.argv.index("bench") + 1:] if "bench" in sys.argv
                                                     else sys.argv[1:]),
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},
-        "audio": f"Opus {AUDIO_BITRATE_BPS // 1000} kbit/s, 16 kHz mono, 20 ms frames",
+        "audio": f"Opus {config.opus_kbps:g} kbit/s, 16 kHz mono, 20 ms frames",
         "avfr_source": (f"WebP q{SOURCE_WEBP_QUALITY}, mean {np.mean(avfr_src) / 1000:.1f} kB = "
                         f"{np.mean(avfr_src) * 8 / CALL_SECONDS / 1000:.2f} kbit/s over 5 min"
                         if avfr_src else "n/a"),
@@ -215,7 +237,7 @@ def _bench(args: argparse.Namespace) -> int:
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
         "versions": _versions(),
         "clips": [{k: res.get(k) for k in ("clip", "split", "num_frames", "duration_s", "has_audio", "problems",
-                                           "strip", "reference", "searches")} for res in results],
+                                           "strip", "reference", "speech", "searches")} for res in results],
         "no_audio_clips": [res["clip"] for res in results if not res["has_audio"]],
         "reference_mean": {k: bench_report._mean([r.get(k) for r in ref]) for k in ("sync_corr", "jitter")},
         "rows": rows + means,

@@ -1,5 +1,5 @@
-"""The bench's two rate accountings (avfr.benchmarks.accounting), the report's use of them and its line of truth
-(avfr.benchmarks.verdict)."""
+"""The bench's rate accountings (avfr.benchmarks.accounting: video (a) and (b), the whole call with the speech),
+the report's use of them and its line of truth (avfr.benchmarks.verdict)."""
 
 from __future__ import annotations
 
@@ -39,19 +39,71 @@ def test_both_accountings_on_both_sides() -> None:
     assert by["vvc"]["kbps_clip"] == pytest.approx(8.0) and by["vvc-ra"]["kbps_clip"] == pytest.approx(16.0)
     assert by["still"]["kbps_clip"] == pytest.approx(32.0)
     # (b) the first source image / first access unit over 5 minutes, the rest (refreshes, later intra) in full
-    assert by["avfr"]["kbps_call"] == pytest.approx((600 + 3000) * 8 / SECONDS / 1000 + 12000 * 8 / 300 / 1000,
-                                                    abs=2e-5)
-    assert by["vvc"]["kbps_call"] == pytest.approx(2000 * 8 / SECONDS / 1000 + 1000 * 8 / 300 / 1000, abs=2e-5)
-    assert by["vvc-ra"]["kbps_call"] == pytest.approx(5000 * 8 / SECONDS / 1000 + 1000 * 8 / 300 / 1000, abs=2e-5)
-    assert by["still"]["kbps_call"] == pytest.approx(0.32)
+    assert by["avfr"]["kbps_steady"] == pytest.approx((600 + 3000) * 8 / SECONDS / 1000 + 12000 * 8 / 300 / 1000,
+                                                      abs=2e-5)
+    assert by["vvc"]["kbps_steady"] == pytest.approx(2000 * 8 / SECONDS / 1000 + 1000 * 8 / 300 / 1000, abs=2e-5)
+    assert by["vvc-ra"]["kbps_steady"] == pytest.approx(5000 * 8 / SECONDS / 1000 + 1000 * 8 / 300 / 1000,
+                                                        abs=2e-5)
+    assert by["still"]["kbps_steady"] == pytest.approx(0.32)
     # avfr's (b) is the older kbps_with_source_5min
-    assert by["avfr"]["kbps_call"] == pytest.approx(9.6 + 12000 * 8 / 300 / 1000, abs=2e-5)
-    assert by["av1"]["kbps_clip"] is None and by["av1"]["kbps_call"] is None
+    assert by["avfr"]["kbps_steady"] == pytest.approx(9.6 + 12000 * 8 / 300 / 1000, abs=2e-5)
+    assert by["av1"]["kbps_clip"] is None and by["av1"]["kbps_steady"] is None
+    # no speech known: no whole-call rate, and rate() never passes a video rate off as one
+    assert all(r["kbps_call"] is None and accounting.rate(r, "call") is None for r in rows)
     assert accounting.rate(by["av1"]) == 5.0 and accounting.rate({"kbps": 1.0, "kbps_with_source_5min": 1.3}) == 1.3
+    # a row assembled before RATE_ACCOUNTING_VERSION 2 had (b) as kbps_call: it is still read as (b)
+    old = {"kbps": 1.0, "kbps_clip": 4.0, "kbps_call": 1.2, "kbps_with_source_5min": 1.3}
+    assert accounting.rate(old) == 1.2 and accounting.rate(old, "clip") == 4.0 and accounting.rate(old, "call") is None
     # a still row saved before it carried its bytes takes the clip's
     (old_still,) = [{"codec": "still", "kbps": 0.0}]
     accounting.add_rate_columns([old_still], SECONDS, still_source_bytes=3000)
     assert old_still["kbps_clip"] == pytest.approx(8.0)
+
+
+def test_whole_call_on_both_sides() -> None:
+    """kbps_call = kbps_steady + the same Opus speech with each side's per-packet header: 7 B AUDIO messages for
+    avfr (measured on its call path) and the still row, 12 B RTP for the anchors."""
+    # the clip's speech: 150 packets of 20 ms (3 s), 4350 B of Opus payload = 11.6 kbit/s
+    speech = accounting.Speech(opus_bytes=4350, packets=150, target_kbps=12.0)
+    rows = _rows()
+    by = {r["codec"]: r for r in rows}
+    # avfr's own AUDIO messages: 151 packets (its flushed last one), 4400 B payload + 7 B each = 5457 B
+    by["avfr"].update(audio_bytes=4400 + 7 * 151, audio_packets=151, opus_target_kbps=12.0)
+    accounting.add_rate_columns(rows, SECONDS, speech=speech)
+    assert by["avfr"]["opus_kbps"] == pytest.approx(4400 * 8 / 3000)  # 11.73333: payload only
+    assert by["avfr"]["speech_kbps"] == pytest.approx(5457 * 8 / 3000)  # 14.552
+    assert by["avfr"]["kbps_call"] == pytest.approx(9.6 + 0.32 + 14.552, abs=2e-5)  # (b) 9.92 + speech
+    for codec in ("vvc", "vvc-ra"):  # RTP: 4350 + 12 * 150 = 6150 B = 16.4 kbit/s
+        assert by[codec]["opus_kbps"] == pytest.approx(11.6) and by[codec]["speech_kbps"] == pytest.approx(16.4)
+        assert by[codec]["opus_target_kbps"] == 12.0
+    assert by["vvc"]["kbps_call"] == pytest.approx(5.33333 + 0.02667 + 16.4, abs=2e-5)  # 21.76
+    assert by["vvc-ra"]["kbps_call"] == pytest.approx(13.33333 + 0.02667 + 16.4, abs=2e-5)  # 29.76
+    # the still row's speech in avfr's AUDIO messages: 4350 + 7 * 150 = 5400 B = 14.4 kbit/s
+    assert by["still"]["speech_kbps"] == pytest.approx(14.4) and by["still"]["kbps_call"] == pytest.approx(14.72)
+    assert by["av1"]["speech_kbps"] == pytest.approx(16.4) and by["av1"]["kbps_call"] is None  # no video (b)
+    assert accounting.rate(by["vvc"], "call") == by["vvc"]["kbps_call"]
+    # an avfr row saved before it carried its AUDIO counts: its measured audio_kbps, the stream's packet count
+    old = {"codec": "avfr", "packet_bytes": 600, "source_bytes": 12000, "audio_kbps": 14.4}
+    accounting.add_rate_columns([old], SECONDS, speech=speech)
+    assert old["speech_kbps"] == 14.4 and old["opus_kbps"] == pytest.approx(11.6)
+    assert old["kbps_call"] == pytest.approx(1.6 + 0.32 + 14.4)
+
+
+def test_speech_stream_is_the_encoders() -> None:
+    """The anchors' speech: the project's Opus encoder on the clip's samples (padded to whole video frames), 20 ms
+    packets plus the flushed last one, at the requested rate."""
+    import numpy as np
+
+    from avfr.codec.runtime import OpusEncoder
+
+    t = np.arange(25 * 640) / 16000
+    pcm = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    low, high = accounting.speech_stream(pcm, 25, 6000), accounting.speech_stream(pcm, 25, 16000)
+    assert low.packets == high.packets == 51 and low.target_kbps == 6.0
+    assert low.opus_bytes < high.opus_bytes
+    encoder = OpusEncoder(6000)
+    assert low.opus_bytes == sum(len(p) for p in encoder.encode(pcm) + encoder.flush())
+    assert accounting.speech_stream(pcm[:-100], 25, 6000).packets == 51  # zero-padded to 25 frames
 
 
 def test_fill_anchor_fields_from_work(tmp_path: Path) -> None:
@@ -72,9 +124,9 @@ def test_fill_anchor_fields_from_work(tmp_path: Path) -> None:
     assert not accounting.fill_anchor_fields([{"param": 9, "kbps": 1.0}], tmp_path, {9: "x"}, "obu", 2, 0.08)
 
 
-def _mean(codec: str, point: str, call: float, clip: float, **metrics: float) -> dict:
-    return {"clip": "mean", "codec": codec, "point": point, "kbps": clip, "kbps_clip": clip, "kbps_call": call,
-            **metrics}
+def _mean(codec: str, point: str, steady: float, clip: float, **metrics: float) -> dict:
+    return {"clip": "mean", "codec": codec, "point": point, "kbps": clip, "kbps_clip": clip, "kbps_steady": steady,
+            "kbps_call": steady + 14.4, **metrics}
 
 
 def _means() -> list[dict]:
@@ -115,20 +167,26 @@ def test_line_of_truth() -> None:
     assert envelope.best_within(small, 1.0, "psnr") is None
 
 
-def test_report_uses_the_call_accounting() -> None:
+def test_report_uses_the_steady_state_accounting() -> None:
     means = _means()
-    call, clip = bench_report.bd_rates(means), bench_report.bd_rates(means, "clip")
-    assert call["vvc"]["lmd"] is not None and call["vvc"]["lmd"] != clip["vvc"]["lmd"]
+    steady, clip = bench_report.bd_rates(means), bench_report.bd_rates(means, "clip")
+    assert steady["vvc"]["lmd"] is not None and steady["vvc"]["lmd"] != clip["vvc"]["lmd"]
     report = {"command": "avfr-codec bench", "clips": [{"clip": "c", "duration_s": 3.0, "strip": "s.png"}],
               "audio": "Opus", "avfr_source": "WebP q90", "rows": means, "reference_mean": {}, "identity": "x",
-              "bd_rate_pct": call, "bd_rate_pct_clip": clip, "target_check": bench_report.target_check(means),
+              "bd_rate_pct": steady, "bd_rate_pct_clip": clip, "target_check": bench_report.target_check(means),
               "plots": [], "anchor_flags": {}, "machine": "m", "versions": {},
               "line_of_truth": verdict.line_of_truth(means)}
     md = bench_report.markdown(report)
-    assert md.splitlines()[2].startswith("**Line of truth** (call accounting (b)): At avfr q7's 1.90 kbit/s")
-    assert "| codec | point | kbps_call | kbps_clip |" in md and "| avfr | q7 | 1.90 | 4.60 |" in md
-    assert "## BD-rate of avfr against each anchor, call accounting (b)" in md
-    assert "## BD-rate of avfr against each anchor, clip accounting (a)" in md
-    assert "JVET" in md and "(b)" in md
+    assert md.splitlines()[2].startswith("**Line of truth** (video only, steady-state accounting (b) `kbps_steady`): "
+                                         "At avfr q7's 1.90 kbit/s")
+    assert "| codec | point | kbps_steady | kbps_clip | kbps_call |" in md
+    assert "| avfr | q7 | 1.90 | 4.60 | 16.30 |" in md
+    assert "## BD-rate of avfr against each anchor, video, steady-state accounting (b)" in md
+    assert "## BD-rate of avfr against each anchor, video, clip accounting (a)" in md
+    assert "JVET" in md and "(b)" in md and "12 B a packet" in md and "UDP/IP" in md
+    # a mean row of a report made before RATE_ACCOUNTING_VERSION 2 ((b) named kbps_call): (b) shown, no call rate
+    old = {**means[1], "kbps_call": 1.9}
+    del old["kbps_steady"]
+    assert "| avfr | q7 | 1.90 | 4.60 | - |" in bench_report.markdown({**report, "rows": [old]})
     assert any(n.startswith("avfr q7 (1.90 kbit/s; 4.60 in the clip accounting) vs H.266 low delay at its lowest "
                             "rate (2.70 kbit/s)") for n in report["target_check"])

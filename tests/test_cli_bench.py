@@ -25,7 +25,7 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         pytest.skip("the imageio-ffmpeg binary has no libvvenc")
     out = tmp_path / "report"
     argv = ["bench", "--clips", str(CLIP), "--bitrate", "30,150", "--codecs", "avfr,vvc", "--avfr-points", "q8",
-            "--max-frames", str(FRAMES), "--max-probes", "2", "--out", str(out), "-q"]
+            "--max-frames", str(FRAMES), "--max-probes", "2", "--opus-kbps", "8", "--out", str(out), "-q"]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert (out / "report.md").read_text().startswith("# avfr-codec bench")
@@ -59,6 +59,21 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     assert avfr["source_bytes"] > 0
     (still,) = [r for r in rows if r["codec"] == "still"]
     assert still["kbps"] == 0.0
+
+    # the whole call at --opus-kbps 8: avfr's sender coded the speech at 8 kbit/s (its AUDIO messages carry the
+    # very payload of the anchors' speech stream, the clip's speech through the same encoder at 8 kbit/s), with
+    # 7 B a packet; the anchors' the same payload in RTP, 12 B a packet
+    speech = report["clips"][0]["speech"]
+    assert speech["target_kbps"] == 8.0 and speech["packets"] == 2 * FRAMES + 1 and report["audio"].startswith("Opus 8")
+    assert avfr["opus_target_kbps"] == 8.0 and avfr["audio_packets"] == speech["packets"]
+    assert avfr["audio_bytes"] == speech["opus_bytes"] + 7 * speech["packets"]
+    assert avfr["kbps_call"] == pytest.approx(avfr["kbps_steady"] + avfr["audio_bytes"] * 8 / duration_s / 1000,
+                                              abs=2e-5)
+    for r in vvc:
+        assert r["opus_kbps"] == pytest.approx(speech["opus_bytes"] * 8 / duration_s / 1000, abs=1e-5)
+        assert r["kbps_call"] == pytest.approx(
+            r["kbps_steady"] + (speech["opus_bytes"] + 12 * speech["packets"]) * 8 / duration_s / 1000, abs=2e-5)
+    assert "| kbps_steady | kbps_clip | kbps_call |" in (out / "report.md").read_text()
     if identity_backend()[0]:
         assert avfr["id_dist"] is not None
     else:
@@ -72,6 +87,37 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
 
 def test_bench_rejects_unknown_codec(tmp_path: Path) -> None:
     assert main(["bench", "--clips", str(tmp_path), "--codecs", "avfr,h264", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_opus_kbps_reaches_the_encoder_config_and_the_keys(tmp_path: Path) -> None:
+    """--opus-kbps: the sender's EncoderConfig.audio_bitrate_bps, the run's key and the avfr parts' keys (a run at 8
+    reuses no avfr row of 12; the still and anchor parts carry no speech and are shared); 6..16 only."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from avfr.benchmarks import AVFR_POINTS
+    from avfr.benchmarks.resume import clip_parts
+    from avfr.cli import build_parser
+    from avfr.cli.bench import bench_config
+
+    def config(*extra: str):
+        args = build_parser().parse_args(["bench", "--clips", str(tmp_path), "--out", str(tmp_path / "o"),
+                                          "--codecs", "avfr,vvc", "--avfr-points", "q7", *extra])
+        return bench_config(args)[0]
+
+    at12, at8 = config(), config("--opus-kbps", "8")
+    assert (at12.opus_kbps, at8.opus_kbps, at8.audio_bitrate_bps) == (12.0, 8.0, 8000)
+    assert AVFR_POINTS["q7"].encoder_config(2, audio_bitrate_bps=at8.audio_bitrate_bps).audio_bitrate_bps == 8000
+    assert AVFR_POINTS["q7"].encoder_config(2).audio_bitrate_bps == 12000  # the call's default
+    assert at8.key() != at12.key()
+    clip = SimpleNamespace(num_frames=3, frames=np.zeros((3, 8, 8, 3), np.uint8), pcm=np.zeros(3 * 640, np.float32),
+                           landmarks=np.zeros((3, 478, 2), np.float32))
+    parts12, parts8 = ({p.name: p for p in clip_parts(clip, c)} for c in (at12, at8))
+    assert parts12["avfr-q7"].key != parts8["avfr-q7"].key and '"audio_bitrate_bps": 8000' in parts8["avfr-q7"].fields
+    assert (parts12["still"].key, parts12["vvc"].key) == (parts8["still"].key, parts8["vvc"].key)
+    for bad in ("5", "17"):
+        assert main(["bench", "--clips", str(tmp_path), "--opus-kbps", bad, "--out", str(tmp_path / "o")]) == 2
 
 
 @pytest.mark.slow

@@ -123,3 +123,24 @@ def test_browser_frames_match_python(page_server, python_side, name):
           f"{np.median(result['frameMs']):.0f} ms")
     assert result["numFaces"] == 1
     assert min(psnrs) >= 40.0, (psnrs, decode_psnr, mesh_psnr, mask_psnr, logs[-10:])
+
+
+def test_browser_refuses_a_broken_source_image(page_server):
+    """Header fine, body broken: the page's decoder rejects it (the player then sends REFRESH want_source)."""
+    from playwright.sync_api import sync_playwright
+
+    from avfr.codec.runtime import encode_source_image
+
+    good = encode_source_image(np.full((256, 256, 3), 128, np.uint8))
+    broken = good[:40] + bytes(len(good) - 40)
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page()
+            page.goto(page_server.url + "test/parity.html")
+            page.wait_for_function("window.parityReady === true", timeout=30_000)
+            verdicts = [page.evaluate("(a) => window.decodeBroken(a)", {"source": base64.b64encode(b).decode(),
+                                                                         "format": "webp"}) for b in (good, broken)]
+        finally:
+            browser.close()
+    assert verdicts[0] == "decoded" and verdicts[1].startswith("rejected"), verdicts

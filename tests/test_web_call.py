@@ -76,7 +76,8 @@ def test_browser_receives_a_call(tmp_path):
                         time.sleep(0.5)
                 page.wait_for_function("['ended', 'failed', 'refused'].includes(window.avfr.phase)", timeout=180_000)
                 state = page.evaluate("({phase: avfr.phase, error: avfr.error, live: avfr.live, "
-                                      "player: {...avfr.player.stats}, stats: {...avfr.decoder.stats}})")
+                                      "heard: avfr.heardLevelMax, player: {...avfr.player.stats}, "
+                                      "stats: {...avfr.decoder.stats}})")
                 shot = tmp_path / "web-receiver.png"
                 page.screenshot(path=str(shot))
                 if os.environ.get("AVFR_WEB_SCREENSHOT"):
@@ -100,12 +101,16 @@ def test_browser_receives_a_call(tmp_path):
     assert player["framesDecided"] == n  # every frame of the clip, up to the end anchor
     assert abs(player["audioScheduledS"] - n * 0.04) < 1e-6  # the speech of every frame was scheduled
     assert player["audioPeak"] > 0.1 and player["audioResyncs"] == 0
+    assert state["heard"] > 0.01  # the audio graph played it (RMS at its output's analyser)
     assert state["stats"]["droppedMalformed"] == 0
     assert player["framesDrawn"] >= 3 and captured
+    sync_mean_ms = player["syncSumMs"] / player["framesDrawn"]
+    assert abs(sync_mean_ms) < 40 and player["syncMaxMs"] <= 85  # drawn when its speech is heard (late < 80 ms)
     psnrs = []
     for index, b64 in captured:
         rgba = np.frombuffer(base64.b64decode(b64), np.uint8).reshape(256, 256, 4)
         psnrs.append(_psnr(rgba[..., :3], python_frames[index]))
     print(f"browser call: {player['framesDrawn']} of {n} frames drawn, PSNR vs the Python receiver "
-          f"{', '.join(f'{v:.1f}' for v in psnrs)} dB; live {state['live']}")
+          f"{', '.join(f'{v:.1f}' for v in psnrs)} dB; loudest heard RMS {state['heard']:.3f}; picture after its "
+          f"speech: mean {sync_mean_ms:.1f} ms, max {player['syncMaxMs']:.1f} ms; live {state['live']}")
     assert min(psnrs) >= 40.0, psnrs

@@ -18,7 +18,9 @@ import { ReceiverGraphs, WorkerGraphs } from "./render.mjs";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
-const state = { phase: "loading", error: "", bytes: { keypoints: 0, audio: 0, control: 0 }, startS: 0 };
+// heardLevelMax: the loudest RMS the page's audio graph played (its analyser, 50 ms windows).
+const state = { phase: "loading", error: "", bytes: { keypoints: 0, audio: 0, control: 0 }, startS: 0,
+  heardLevelMax: 0 };
 window.avfr = state; // read by tests and the curious
 
 function fail(text) {
@@ -139,6 +141,7 @@ async function join({ graphs, priors }) {
     if (decoder.finished) pc.close();
   }, 10);
   const liveLine = setInterval(() => showStats(decoder, player), 500);
+  const meter = setInterval(() => { state.heardLevelMax = Math.max(state.heardLevelMax, player.level()); }, 50);
   const how = await Promise.race([ended, new Promise((resolve) => {
     const t = setInterval(() => decoder.finished && (clearInterval(t), resolve("ended")), 50);
   })]);
@@ -148,6 +151,7 @@ async function join({ graphs, priors }) {
   pump();
   await player.close();
   clearInterval(liveLine);
+  clearInterval(meter);
   showStats(decoder, player);
   pc.close();
   ws.close();

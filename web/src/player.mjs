@@ -14,7 +14,7 @@ import { decodeSourceImage } from "./source_image.mjs";
 
 export const FRAME_S = 0.04; // 25 fps
 const LEAD_S = 0.2; // first frame's speech starts this long after it was decided (scheduling head room)
-const MAX_LATE_S = 0.12; // a picture later than this behind its speech is dropped
+const MAX_LATE_S = 0.08; // a picture later than this behind its speech is dropped (2 frames; lips visibly off beyond)
 const SAMPLE_RATE = 16000;
 
 /** Draws and plays one call. */
@@ -42,7 +42,7 @@ export class Player {
     this._closed = false;
     this.stats = {
       framesDecided: 0, framesDrawn: 0, framesSkipped: 0, framesLate: 0, audioScheduledS: 0, audioResyncs: 0,
-      audioPeak: 0, sources: 0, sourceMs: 0, renderMs: 0, lastDrawnIndex: -1,
+      audioPeak: 0, sources: 0, sourceMs: 0, renderMs: 0, lastDrawnIndex: -1, syncMaxMs: 0, syncSumMs: 0,
     };
     this._drawTimes = []; // performance.now() of recent draws (fps)
     this._loop = this._run();
@@ -145,6 +145,9 @@ export class Player {
     toRgba(chw, this._image.data);
     if (wait > 0.002) await new Promise((resolve) => setTimeout(resolve, wait * 1000));
     this.ctx.putImageData(this._image, 0, 0);
+    const offsetMs = 1000 * (this.heardTime() - job.slotS); // > 0: the picture came after its speech was heard
+    this.stats.syncMaxMs = Math.max(this.stats.syncMaxMs, Math.abs(offsetMs));
+    this.stats.syncSumMs += offsetMs;
     this.stats.framesDrawn += 1;
     this.stats.lastDrawnIndex = job.index;
     this._drawTimes.push(performance.now());

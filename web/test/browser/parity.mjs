@@ -51,3 +51,14 @@ window.runParity = async ({ source, format, frames, threads }) => {
   };
 };
 window.parityReady = true;
+
+// A source image whose header passed the checks but whose body is broken must reject (the player then asks
+// the sender for another image), not hang or kill the page.
+window.decodeBroken = async ({ source, format }) => {
+  try {
+    await decodeSourceImage(fromBase64(source), format, null);
+    return "decoded";
+  } catch (exc) {
+    return `rejected: ${exc.message}`;
+  }
+};
