@@ -68,7 +68,7 @@ MAX_MESSAGE_BYTES_BY_TYPE: dict[MessageType, int] = {
     MessageType.KEYPOINTS_DELTA: MAX_KEYPOINTS_BYTES,
     MessageType.AUDIO: 7 + MAX_OPUS_PACKET_BYTES,
 }
-MAX_MESSAGE_BYTES = max(MAX_MESSAGE_BYTES_BY_TYPE.values())  # checked before anything else is read
+MAX_MESSAGE_BYTES = max(MAX_MESSAGE_BYTES_BY_TYPE.values())  # checked right after the version
 
 
 def make_tag(msg_type: MessageType) -> int:
@@ -77,7 +77,10 @@ def make_tag(msg_type: MessageType) -> int:
 
 
 def parse_tag(data: bytes) -> MessageType:
-    """Bound the length, read the tag byte, check the version and the type's own size limit.
+    """Read the tag byte, check the version, bound the length, check the type and its own size limit.
+
+    The version comes first (SPEC.md, "Framing"): a message of another version gets UNSUPPORTED_VERSION
+    whatever its size, so a future peer learns why it was refused.
 
     Args:
         data: one whole message as received.
@@ -94,8 +97,6 @@ def parse_tag(data: bytes) -> MessageType:
     n = len(data)
     if n == 0:
         raise ProtocolError("empty message")
-    if n > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message is {n} bytes, limit {MAX_MESSAGE_BYTES}")
     tag = data[0]
     version, type_code = tag >> 4, tag & 0x0F
     if version != WIRE_VERSION:
@@ -103,6 +104,8 @@ def parse_tag(data: bytes) -> MessageType:
             f"wire version {version} not supported (this build speaks {WIRE_VERSION})",
             ErrorCode.UNSUPPORTED_VERSION,
         )
+    if n > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message is {n} bytes, limit {MAX_MESSAGE_BYTES}")
     try:
         msg_type = MessageType(type_code)
     except ValueError:

@@ -190,7 +190,7 @@ class KeypointDecoder:
 
         Raises:
             ProtocolError: the packet does not fit the session, or an exactly predicted level leaves the
-                valid range.
+                valid range (which sets `needs_key`: the frame is not decoded; not counted in `broken`).
         """
         check_against_session(packet, self.session)
         q = self.session.quant
@@ -217,6 +217,7 @@ class KeypointDecoder:
             for name, arr, bits in (("keypoint", kp_q, q.kp_bits), ("jacobian", jac_q, q.jac_bits)):
                 half = 1 << (bits - 1)
                 if exact and (arr.min() < -half or arr.max() > half - 1):
+                    self.needs_key = True  # the frame is lost to the chain: the deltas after it will break
                     raise ProtocolError(
                         f"delta packet seq={packet.seq}: {name} level outside [{-half}, {half - 1}]"
                     )

@@ -43,7 +43,7 @@ MEDIA_CHANNEL_TYPES = frozenset({MessageType.KEYPOINTS_KEY, MessageType.KEYPOINT
 
 
 def peek_type(data: bytes) -> MessageType:
-    """The type of a message after the length, version and per-type size checks (nothing else is read).
+    """The type of a message after the version, length and per-type size checks (nothing else is read).
 
     Raises:
         ProtocolError: as `parse_tag`.

@@ -1,8 +1,12 @@
 """`JitterBuffer`: the packets of an incoming stream on the media clock, and when each frame is due.
 
 Media is indexed on the media clock: keypoint frame n has seq ``seq0 + n`` and ts ``ts0 + 3600 n``; audio
-packet a has ts ``ts0 + 1800 a``; (seq0, ts0) come from the stream's start anchor (the first KEY packet,
-which the sender also sends on the reliable channel). Frame n is due when its keypoint packet is there or
+packet a has ts ``ts0 + 1800 a`` (mod 2**16 and 2**32: both wrap); (seq0, ts0) come from the stream's start
+anchor (the first KEY packet, which the sender also sends on the reliable channel). A packet's index is the
+one nearest the packet the buffer expects next (extended seq / ts, as RTP receivers do): frame
+``next_frame + seq_diff(seq, seq of next_frame)``, audio packet ``a + ts_diff(ts, ts of a) / 1800`` with a the
+next audio packet, so indexes grow without limit and a call may outlast both wraps (the seq wraps every
+65536 frames, 43 min 41 s at 25 fps). Frame n is due when its keypoint packet is there or
 declared lost; its audio (up to the end of its mel window and of its own 40 ms, `needed_samples`) is then
 taken in packet order, each packet there or declared lost. A packet is declared lost when packets
 `reorder_frames` frames (`reorder_audio_packets` packets) newer arrived, when the end anchor arrived, or,
@@ -141,7 +145,7 @@ class JitterBuffer:
         Raises:
             ProtocolError: it is before the start or too far ahead.
         """
-        index = seq_diff(seq, self.anchor[0])
+        index = self._frame_index(seq)
         if index < 0 or index > self.next_frame + self._config.max_buffer_frames:
             raise ProtocolError(f"end anchor at frame {index} is out of range", ErrorCode.UNEXPECTED_MESSAGE)
         self.end_index = max(index, self.next_frame - 1)  # realtime playout may already be past it
@@ -161,6 +165,23 @@ class JitterBuffer:
         """Media timestamp (uint32, 90 kHz) of frame n."""
         return (self.anchor[1] + n * self._session.ts_step_90k) % U32
 
+    def _frame_index(self, seq: int) -> int:
+        """Frame index of a keypoint seq: the one nearest `next_frame` (the extended seq; unbounded)."""
+        n = self.next_frame
+        return n + seq_diff(seq, (self.anchor[0] + n) & 0xFFFF)
+
+    def _audio_index(self, ts_90k: int) -> int:
+        """Audio packet index of a ts: the one nearest the next audio packet (the extended ts; unbounded).
+
+        Raises:
+            ProtocolError: the ts is off the 20 ms grid.
+        """
+        a = self._audio_next
+        offset = ts_diff(ts_90k, (self.anchor[1] + a * TS_STEP_AUDIO_90K) % U32)
+        if offset % TS_STEP_AUDIO_90K:
+            raise ProtocolError(f"audio ts {ts_90k} is off the 20 ms grid")
+        return a + offset // TS_STEP_AUDIO_90K
+
     # --- packets in ----------------------------------------------------------------------------------
 
     def put_keypoints(self, packet: KeypointsKey | KeypointsDelta, now_s: float) -> int | None:
@@ -171,7 +192,7 @@ class JitterBuffer:
         Raises:
             ProtocolError: more than `max_buffer_frames` ahead.
         """
-        index = seq_diff(packet.seq, self.anchor[0])
+        index = self._frame_index(packet.seq)
         if index < self.next_frame:
             if index >= 0 and self.end_index is not None and index == self.end_index:
                 return None  # the end anchor's copy of a frame already shown
@@ -197,10 +218,7 @@ class JitterBuffer:
         Raises:
             ProtocolError: its ts is off the 20 ms grid or too far ahead.
         """
-        offset = ts_diff(audio.ts_90k, self.anchor[1])
-        if offset % TS_STEP_AUDIO_90K:
-            raise ProtocolError(f"audio ts {audio.ts_90k} is off the 20 ms grid")
-        index = offset // TS_STEP_AUDIO_90K
+        index = self._audio_index(audio.ts_90k)
         if index < self._audio_next:
             self._late()
             return False

@@ -74,6 +74,21 @@ def test_unknown_version_is_refused_before_the_body_is_read() -> None:
     assert reply == Error(ErrorCode.UNSUPPORTED_VERSION, "wire version 3 not supported (this build speaks 1)")
 
 
+@pytest.mark.parametrize("version", [0, 2, 15])
+def test_unknown_version_is_refused_before_the_size_is_checked(version: int) -> None:
+    """SPEC.md, "Framing": the version comes before anything else, the overall size limit included."""
+    from avfr.proto import MAX_MESSAGE_BYTES, peek_type
+
+    oversized = bytes([(version << 4) | 1]) + b"\x00" * MAX_MESSAGE_BYTES
+    for read in (decode_message, peek_type):
+        with pytest.raises(ProtocolError) as exc:
+            read(oversized)
+        assert exc.value.code == ErrorCode.UNSUPPORTED_VERSION
+        assert str(exc.value) == f"wire version {version} not supported (this build speaks 1)"
+    with pytest.raises(ProtocolError, match=f"message is {MAX_MESSAGE_BYTES + 1} bytes, limit {MAX_MESSAGE_BYTES}"):
+        decode_message(bytes([0x11]) + b"\x00" * MAX_MESSAGE_BYTES)  # this version: the size
+
+
 def test_error_text_is_cut_to_the_limit() -> None:
     reply = error_from_exception(ProtocolError("x" * 500))
     assert reply.code == ErrorCode.MALFORMED and len(reply.text) == 200

@@ -186,6 +186,11 @@ def test_delta_leaving_the_level_range_is_refused() -> None:
                               np.zeros((10, 2, 2), int))
     with pytest.raises(ProtocolError, match=r"delta packet seq=1: keypoint level outside \[-128, 127\]"):
         dec.decode(step_out)
+    assert dec.needs_key and dec.broken == 0  # malformed, not a broken chain: but a key is wanted at once
+    assert not dec.has_reference(KeypointsDelta(2, 1, 0, np.zeros(6, int), np.zeros((10, 2), int),
+                                                np.zeros((10, 2, 2), int)))  # frame 1 was not decoded
+    dec.decode(KeypointsKey(2, 7200, kp_q, np.zeros((10, 2, 2), int)))
+    assert not dec.needs_key
 
 
 def test_timestamp_jump_forces_a_key() -> None:

@@ -360,3 +360,27 @@ def test_realtime_backlog_flushed_then_realtime_is_followed(model):
     dec = _realtime_call(model, msgs, send_s, end_s=0.04 * 59 + 0.6)
     assert dec.frames_decided == 60 and dec.finished
     assert dec.stats.lost == 0 and dec.stats.audio_concealed == 0 and dec.stats.dropped_late == 0
+
+
+def test_a_delta_leaving_its_level_range_asks_for_a_key_at_once(model):
+    """The frame is dropped (malformed) and concealed, and REFRESH(want_key) goes back when that frame is
+    decided, not one frame later when the next delta misses its reference."""
+    from avfr.proto import KeypointsDelta, decode_keypoints, encode_keypoints, peek_type
+    from avfr.proto.framing import MessageType
+    from avfr.receiver import Decoder, DecoderConfig
+
+    msgs, session = _stream(model, causal=True)  # a frame is decided on its own audio: one at a time
+    frame = _media_frame(msgs)
+    at = next(i for i, (ch, d) in enumerate(msgs) if frame[i] == 5 and ch == M and peek_type(d) != MessageType.AUDIO)
+    seq = decode_keypoints(msgs[at][1], session).seq
+    zeros = np.zeros((10, 2), int), np.zeros((10, 2, 2), int)
+    out = KeypointsDelta(seq, (seq - 1) & 0xFFFF, 0, np.array([63, 0, 0, 0, 0, 0]), *zeros)  # x + 63 > 31
+    msgs[at] = (M, encode_keypoints(out, session))
+    dec = Decoder(DecoderConfig(), model, render=False)
+    asked_at = []
+    for channel, data in msgs:
+        dec.receive(channel, data, now_s=0.0)
+        if any(isinstance(r, Refresh) and r.want_key for r in map(decode_message, dec.take_replies())):
+            asked_at.append(dec.frames_decided)
+    assert asked_at[0] == 6  # right after frame 5
+    assert dec.stats.dropped_malformed == 1 and dec.stats.concealed >= 1

@@ -77,7 +77,8 @@ export function toBytes(data) {
 }
 
 /**
- * Bound the length, read the tag byte, check the version and the type's own size limit.
+ * Read the tag byte, check the version, bound the length, check the type and its own size limit. The version
+ * comes first (SPEC.md, "Framing"): a message of another version gets UNSUPPORTED_VERSION whatever its size.
  * @param {Uint8Array|ArrayBuffer|ArrayBufferView} data one whole message as received
  * @returns {number} the message type (one of MessageType)
  * @throws {ProtocolError} empty or oversized message, unsupported version (code UNSUPPORTED_VERSION), unknown
@@ -87,13 +88,13 @@ export function parseTag(data) {
   const bytes = toBytes(data);
   const n = bytes.length;
   if (n === 0) throw new ProtocolError('empty message');
-  if (n > MAX_MESSAGE_BYTES) throw new ProtocolError(`message is ${n} bytes, limit ${MAX_MESSAGE_BYTES}`);
   const version = bytes[0] >> 4;
   const type = bytes[0] & 0x0f;
   if (version !== WIRE_VERSION) {
     throw new ProtocolError(`wire version ${version} not supported (this build speaks ${WIRE_VERSION})`,
       ErrorCode.UNSUPPORTED_VERSION);
   }
+  if (n > MAX_MESSAGE_BYTES) throw new ProtocolError(`message is ${n} bytes, limit ${MAX_MESSAGE_BYTES}`);
   if (!(type in TYPE_NAMES)) throw new ProtocolError(`unknown message type ${type}`);
   const limit = MAX_MESSAGE_BYTES_BY_TYPE[type];
   if (n > limit) throw new ProtocolError(`${TYPE_NAMES[type]} message is ${n} bytes, limit ${limit}`);

@@ -296,6 +296,7 @@ export class KeypointDecoder {
    *   kp (K*2) in [-1, 1], jac (K*4); null for a broken-chain delta that is dropped (concealBroken false, or
    *   nothing decoded yet to stand in for its reference)
    * @throws {ProtocolError} the packet does not fit the session, or an exactly predicted level leaves its range
+   *   (which sets `needsKey`: the frame is not decoded; not counted in `broken`)
    */
   decode(packet) {
     const s = this.session;
@@ -336,6 +337,7 @@ export class KeypointDecoder {
         for (let i = 0; i < arr.length; i++) {
           if (arr[i] >= -half && arr[i] <= half - 1) continue;
           if (exact) {
+            this.needsKey = true; // the frame is lost to the chain: the deltas after it will break
             throw new ProtocolError(`delta packet seq=${packet.seq}: ${name} level outside [${-half}, ${half - 1}]`);
           }
           arr[i] = arr[i] < -half ? -half : half - 1; // only an approximate frame can need it

@@ -370,5 +370,5 @@ export function errorFromException(exc) {
   return { code, text };
 }
 
-/** peekType: the type of a message after the length, version and size checks (as parseTag). */
+/** peekType: the type of a message after the version, length and size checks (as parseTag). */
 export const peekType = parseTag;

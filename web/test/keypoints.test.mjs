@@ -101,6 +101,7 @@ test('an exactly predicted level outside its range is a ProtocolError; a conceal
   dec.decode(keyPacket(10, 0, 2, 7));
   assert.throws(() => dec.decode(deltaPacket(11, 10, 2, { kp: 1 })),
     (e) => e instanceof ProtocolError && e.message === 'delta packet seq=11: keypoint level outside [-8, 7]');
+  assert.deepEqual([dec.needsKey, dec.broken], [true, 0]); // malformed, not a broken chain: a key is wanted at once
   const out = dec.decode(deltaPacket(12, 11, 2, { kp: 1 })); // 11 missing: concealed from 10, clipped
   assert.equal(out.exact, false);
   assert.deepEqual([...out.kp], [7 / 8, 7 / 8, 7 / 8, 7 / 8]);

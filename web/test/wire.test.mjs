@@ -238,6 +238,15 @@ test('framing: version, type, sizes, keypoints without a session, non-bytes', ()
     && e.message === 'KEYPOINTS_KEY before a Hello was accepted');
   assert.throws(() => decodeMessage('hello'), (e) => e instanceof ProtocolError && /must be bytes, got str/.test(e.message));
   assert.throws(() => decodeMessage(new Uint8Array(17).fill(0x13)), /REFRESH message is 17 bytes, limit 16/);
+  for (const version of [0, 2, 15]) { // the version before anything else, the overall size limit included
+    const oversized = new Uint8Array(MAX_MESSAGE_BYTES + 1);
+    oversized[0] = (version << 4) | 1;
+    assert.throws(() => parseTag(oversized), (e) => e.code === ErrorCode.UNSUPPORTED_VERSION
+      && e.message === `wire version ${version} not supported (this build speaks 1)`);
+  }
+  const oversized = new Uint8Array(MAX_MESSAGE_BYTES + 1).fill(0x11); // this version: the size
+  assert.throws(() => parseTag(oversized), (e) => e.code === ErrorCode.MALFORMED
+    && e.message === `message is ${MAX_MESSAGE_BYTES + 1} bytes, limit ${MAX_MESSAGE_BYTES}`);
   assert.equal(parseTag(new DataView(key.buffer, key.byteOffset, key.length)), MessageType.KEYPOINTS_KEY);
 });
 
