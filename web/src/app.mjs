@@ -74,11 +74,13 @@ async function join({ graphs, priors }) {
   const audio = new AudioContext();
   await audio.resume();
   const player = new Player({ canvas: $("view"), audio, graphs, priors,
-    onSourceFailed: (id) => decoder.sourceFailed(id), capture: params.get("capture") === "1" });
+    onSourceFailed: (id) => decoder.sourceFailed(id), onSourceApplied: () => decoder.sourceApplied(),
+    capture: params.get("capture") === "1" });
   let opus = null;
   const decoder = new Decoder({ realtime: true },
     receiverCapabilities({ modelId: graphs.info.name, weightsSha256: graphs.info.sha256, numKp: graphs.info.numKp }),
-    { pcmProvider: (hello) => (opus = new WebCodecsOpus({ bitrateBps: hello.audio.bitrateBps, onOutput: pump })) });
+    { pcmProvider: (hello) => (opus = new WebCodecsOpus({ bitrateBps: hello.audio.bitrateBps, onOutput: pump })),
+      waitForPicture: true });
   state.player = player;
   state.decoder = decoder;
   state.messages = params.get("capture") === "1" ? [] : null; // every message received, for tests

@@ -64,7 +64,8 @@ export class Decoder {
   /**
    * @param {object} [config] `decoderConfig()` overrides, e.g. `{realtime: true}`.
    * @param {object} capabilities `receiverCapabilities(model)` (or wire.mjs `makeCapabilities`).
-   * @param {{pcmProvider: function(object): object, checkSourceImage?: function(Uint8Array, string): void}} options
+   * @param {{pcmProvider: function(object): object, checkSourceImage?: function(Uint8Array, string): void,
+   *   waitForPicture?: boolean}} options
    *   pcmProvider(hello): a new PCM provider for the call (speech.mjs's contract; the page:
    *   `(hello) => new WebCodecsOpus({bitrateBps: hello.audio.bitrateBps, onOutput})`); checkSourceImage: the
    *   header check of a completed image (throws on a bad one; default `source.mjs::sourceImageSize`).
@@ -92,6 +93,10 @@ export class Decoder {
     this._jobs = []; // in order; frame jobs wait here for their speech
     this._replies = [];
     this._settled = Promise.resolve();
+    // options.waitForPicture: the first frame is decided only once the page has applied the first source
+    // image (`sourceApplied`), so the seconds its priors take do not eat into the speech's head room.
+    this._waitForPicture = Boolean(options.waitForPicture);
+    this._awaitingPicture = null;
     this._nowS = -Infinity; // the latest clock value seen (for a source image completed asynchronously)
     this.stats = new DecoderStats();
     this._buffer = new JitterBuffer(this.config, this.stats);
@@ -192,7 +197,16 @@ export class Decoder {
   }
 
   /** The page could not decode the source image of a source job (its `imageId`): count it, ask for another. */
+  /** The page applied the first source image (with `waitForPicture`): frames may be decided from now on. */
+  sourceApplied(nowS = now()) {
+    if (this._awaitingPicture === null) return;
+    this._awaitingPicture = null;
+    this._sourceReady = true;
+    this._advance(nowS);
+  }
+
   sourceFailed() {
+    if (this._awaitingPicture !== null) this.sourceApplied(); // no picture yet: the speech must not wait
     this.stats.droppedMalformed += 1;
     this._replies.push(encodeRefresh({ wantKey: false, wantSource: true }));
   }
@@ -254,7 +268,8 @@ export class Decoder {
           throw new ProtocolError(`source image ${image.imageId}: ${exc.message}`);
         }
         this.sourceId = image.imageId;
-        this._sourceReady = true;
+        if (this._waitForPicture && !this._sourceReady) this._awaitingPicture = image.imageId;
+        else this._sourceReady = true;
         this.stats.sources += 1;
         this._jobs.push({ type: 'source', imageId: image.imageId, format: image.format, data: image.data });
         this._advance(this._closed ? Infinity : this._nowS);

@@ -21,16 +21,18 @@ const SAMPLE_RATE = 16000;
 export class Player {
   /**
    * @param {{canvas: HTMLCanvasElement, audio: AudioContext, graphs: object, priors: object,
-   *   onSourceFailed: function(number): void, capture?: boolean}} parts graphs: render.mjs ReceiverGraphs;
+   *   onSourceFailed: function(number): void, onSourceApplied?: function(number): void, capture?: boolean}} parts
+   *   graphs: render.mjs ReceiverGraphs;
    *   priors: priors.mjs PriorExtractor; capture: keep a copy of every drawn picture by frame index (tests)
    */
-  constructor({ canvas, audio, graphs, priors, onSourceFailed, capture = false }) {
+  constructor({ canvas, audio, graphs, priors, onSourceFailed, onSourceApplied = () => {}, capture = false }) {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
     this.audio = audio;
     this.graphs = graphs;
     this.priors = priors;
     this.onSourceFailed = onSourceFailed;
+    this.onSourceApplied = onSourceApplied;
     this.capture = capture ? new Map() : null;
     this.analyser = audio.createAnalyser();
     this.analyser.fftSize = 2048;
@@ -130,6 +132,7 @@ export class Player {
     await this.graphs.setSource(fiveChannel(rgba, p.mesh, p.mask));
     this.stats.sources += 1;
     this.stats.sourceMs = performance.now() - t0;
+    this.onSourceApplied(job.imageId);
     if (this.stats.lastDrawnIndex < 0) this.ctx.putImageData(new ImageData(rgba, 256, 256), 0, 0);
   }
 

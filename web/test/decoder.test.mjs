@@ -252,3 +252,17 @@ for (const schedule of PLAYOUT.schedules) {
     assert.equal(dec.finished, schedule.finished);
   });
 }
+
+test('waitForPicture: no frame is decided before the page applied the first source image', async () => {
+  for (const release of ['applied', 'failed']) {
+    const dec = new Decoder({}, CAPS, { pcmProvider: () => new FakeOpus(), waitForPicture: true });
+    await feed(dec, MSGS);
+    const before = dec.takeJobs();
+    assert.ok(before.length >= 1 && before.every((j) => j.type === 'source')); // the pictures first: frames wait
+    if (release === 'applied') dec.sourceApplied(); else dec.sourceFailed(); // a failed image must not hold the speech
+    dec.finish();
+    const frames = frameJobs(dec.takeJobs());
+    assert.equal(frames.length, FRAMES);
+    assert.ok(frames.every((j, i) => j.index === i && j.pcm.length === 640));
+  }
+});
