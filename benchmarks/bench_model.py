@@ -204,17 +204,30 @@ def bench_torch_cuda(model: AvfrModel, iters: int, warmup: int) -> None:
     model.cpu()
 
 
-def bench_train(model: AvfrModel, batch: int, steps: int, device: str, bf16: bool) -> None:
-    """Time one full G + D training step (all losses on), after 2 warm-up steps."""
+TRAIN_VARIANTS = ("eager", "fused", "compile", "compile-fused", "compile-fused-cl")
+
+
+def bench_train(model: AvfrModel, batch: int, steps: int, device: str, bf16: bool, variant: str = "eager") -> None:
+    """Time one full G + D training step (all losses on), after 2 warm-up steps (compiled: 3).
+
+    variant: ``eager``; ``fused`` (Adam's fused kernels); ``compile`` (torch.compile of both losses, as
+    `avfr-codec train --compile`; first steps compile); ``compile-fused``; ``compile-fused-cl`` (also
+    channels_last memory format for the networks and inputs).
+    """
     dev = torch.device("cuda" if device != "cpu" else "cpu")
-    m = model.to(dev).train()
-    disc = MultiScaleDiscriminator(model.config.discriminator).to(dev)
+    channels_last = variant.endswith("-cl")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    m = model.to(dev, memory_format=fmt).train()
+    disc = MultiScaleDiscriminator(model.config.discriminator).to(dev, memory_format=fmt)
     g_loss = GeneratorLoss(m, disc, LossWeights())
     d_loss = DiscriminatorLoss(disc)
-    g_opt = torch.optim.Adam(m.parameters(), 2e-4)
-    d_opt = torch.optim.Adam(disc.parameters(), 2e-4)
-    source = torch.rand(batch, 5, 256, 256, device=dev)
-    driving = torch.rand(batch, 5, 256, 256, device=dev)
+    fused = "fused" in variant
+    g_opt = torch.optim.Adam(m.parameters(), 2e-4, fused=fused or None)
+    d_opt = torch.optim.Adam(disc.parameters(), 2e-4, fused=fused or None)
+    if variant.startswith("compile"):
+        g_loss, d_loss = torch.compile(g_loss), torch.compile(d_loss)
+    source = torch.rand(batch, 5, 256, 256, device=dev).contiguous(memory_format=fmt)
+    driving = torch.rand(batch, 5, 256, 256, device=dev).contiguous(memory_format=fmt)
     mel = torch.randn(batch, 1, 80, 19, device=dev) - 6
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
@@ -230,12 +243,13 @@ def bench_train(model: AvfrModel, batch: int, steps: int, device: str, bf16: boo
         d_total.backward()
         d_opt.step()
 
-    stats = _time(step, steps, 2, sync)
+    stats = _time(step, steps, 3 if variant.startswith("compile") else 2, sync)
     _emit(
         {
             "bench": "train_step",
             "config": model.config.name,
             "batch": batch,
+            "variant": variant,
             "bf16": bf16,
             "samples_per_s": batch * 1e3 / stats["median_ms"],
             **stats,
@@ -256,7 +270,10 @@ def main() -> None:
     parser.add_argument(
         "--cuda", action="store_true", help="also time on CUDA (torch, and ORT if it has CUDA)"
     )
-    parser.add_argument("--train-batch", type=int, default=0, help="time a training step at this batch size")
+    parser.add_argument("--train-batch", type=int, nargs="+", default=[0],
+                        help="time a training step at these batch sizes (0: no training step)")
+    parser.add_argument("--train-variants", default="eager",
+                        help=f"comma-separated, side by side in one run: {', '.join(TRAIN_VARIANTS)}")
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--no-ort", action="store_true", help="skip the ORT CPU timings")
     args = parser.parse_args()
@@ -281,12 +298,16 @@ def main() -> None:
                 args.warmup,
                 torch.cuda.get_device_name(0),
             )
-    if args.train_batch > 0:
-        if cuda:
-            bench_train(model, args.train_batch, args.train_steps, "cuda", bf16=True)
-        else:
-            torch.set_num_threads(max(args.threads))
-            bench_train(model, args.train_batch, args.train_steps, "cpu", bf16=False)
+    variants = [v for v in args.train_variants.split(",") if v]
+    unknown = sorted(set(variants) - set(TRAIN_VARIANTS))
+    if unknown:
+        parser.error(f"unknown --train-variants {', '.join(unknown)} (known: {', '.join(TRAIN_VARIANTS)})")
+    if not cuda:
+        torch.set_num_threads(max(args.threads))
+    for batch in (b for b in args.train_batch if b > 0):
+        for variant in variants:
+            model = AvfrModel(CONFIGS[args.config]).eval()  # fresh weights: no variant inherits another's state
+            bench_train(model, batch, args.train_steps, "cuda" if cuda else "cpu", bf16=cuda, variant=variant)
 
 
 if __name__ == "__main__":

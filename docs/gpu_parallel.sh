@@ -56,6 +56,13 @@ for i in "${!pids[@]}"; do
 done
 timeout 90 python3 benchmarks/bench_model.py --config small --cuda --no-ort --threads 2 --iters 100 \
   > /tmp/bench_model.jsonl 2>/tmp/bench_model.err
+# The training step side by side (issue 13: make it >= 2x faster): eager vs Adam's fused kernels vs torch.compile
+# of both losses (+ channels_last), at batch 64 and 256; TRAIN_BENCH_S=0 skips it (compiling costs ~1 min each).
+if [ "${TRAIN_BENCH_S:-240}" -gt 0 ]; then
+  timeout "${TRAIN_BENCH_S:-240}" python3 benchmarks/bench_model.py --config small --cuda --no-ort --threads 2 \
+    --iters 1 --warmup 1 --train-batch 64 256 --train-steps 10 \
+    --train-variants eager,fused,compile-fused,compile-fused-cl >> /tmp/bench_model.jsonl 2>>/tmp/bench_model.err
+fi
 python3 - "${names[@]}" <<'EOF'
 """Pick the common snapshot step and write the files that come back."""
 import os
