@@ -214,6 +214,18 @@ class ReceiverModel:
             raise RuntimeError("set_source() has not been called")
         return self._cache["kp_source"][0], self._cache["jac_source"][0]
 
+    @property
+    def source_tensors(self) -> dict[str, np.ndarray]:
+        """The identity encoder's 8 outputs for the cached source (``SOURCE_OUTPUTS``, batch 1; a copy of the
+        dict, the arrays shared): what a batched renderer serving many calls takes instead of the image.
+
+        Raises:
+            RuntimeError: no source set yet.
+        """
+        if self._cache is None:
+            raise RuntimeError("set_source() has not been called")
+        return dict(self._cache)
+
     def set_source(self, source: np.ndarray) -> None:
         """Run the identity encoder once: source (5, 256, 256) or (1, 5, 256, 256) float32 in [0, 1]."""
         outs = self.source_session.run(None, {"source": _frame5(source)})
