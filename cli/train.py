@@ -1,11 +1,17 @@
-"""``avfr-codec train``: train AVFR-GAN on prepared clips, resumable, within a wall-clock budget."""
+"""``avfr-codec train``: train AVFR-GAN on prepared clips, resumable, within a wall-clock budget; under
+``torchrun`` the same command trains with DistributedDataParallel (:mod:`avfr.codec.train.distributed`)."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
+import socket
+import tempfile
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the AVFR-GAN model (resumable checkpoints, dev validation)",
         description="Train the generator and discriminator on the train split and validate on the dev split "
         "(L1, PSNR, SSIM, LMD). RUN_DIR receives log.csv, val.csv, ckpt-last.pt (exact resume), ckpt-best.pt "
-        "and weights-best.pt (best dev PSNR).",
+        "and weights-best.pt (best dev PSNR). Under torchrun (e.g. `torchrun --nproc-per-node 4 -m avfr.cli train "
+        "...`) it trains with DistributedDataParallel: --batch per process, rank 0 validating and writing.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DIR", type=Path,
@@ -34,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="RUN_DIR", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/ckpt-last.pt if it exists")
     p.add_argument("--steps", type=int, default=None, help="total steps of the run (default: 20000)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default: 4)")
+    p.add_argument("--batch", type=int, default=None, help="batch size, per process under torchrun (default: 4)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate of G and D (default: 2e-4)")
     p.add_argument("--gan-warmup", type=int, default=None, metavar="STEPS",
                    help="steps without the GAN terms (default: 2000)")
@@ -87,12 +94,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
 
-def _load_data(args: argparse.Namespace) -> tuple[list, list, dict | None, tuple[int, ...] | None]:
+def _shared_copy(bundle: Path) -> Path:
+    """Node-local folder where local rank 0 puts a decoded bundle for the other ranks of its node (one per run:
+    the key holds the host, the bundle and the run's rendezvous)."""
+    parts = [socket.gethostname(), str(bundle.resolve())]
+    parts += [os.environ.get(k, "") for k in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "GROUP_RANK")]
+    return Path(tempfile.gettempdir()) / f"avfr-bundle-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:16]}"
+
+
+def _read_bundle(bundle: Path, dist: Any) -> tuple[list, list, dict]:
+    """``load_bundle`` once per node: with other ranks on the node, local rank 0 decodes it and writes memory-mapped
+    arrays (``Dist.in_turn`` runs it first), which every rank of the node then opens."""
+    from avfr.codec.data import load_bundle, open_mapped, save_mapped
+
+    if dist.local_world_size <= 1:
+        return load_bundle(bundle)
+    if dist.local_rank == 0:
+        train_clips, dev_clips, variants = load_bundle(bundle)
+        save_mapped(_shared_copy(bundle), train_clips + dev_clips, variants)
+    clips, variants = open_mapped(_shared_copy(bundle))
+    return [c for c in clips if c.split != "dev"], [c for c in clips if c.split == "dev"], variants
+
+
+def _load_data(args: argparse.Namespace, dist: Any) -> tuple[list, list, dict | None, tuple[int, ...] | None]:
     """(train clips, dev clips, Opus mels or None, their bitrates or None)."""
     if args.arrays is not None:
-        from avfr.codec.data import load_bundle
-
-        train_clips, dev_clips, variants = load_bundle(args.arrays)
+        train_clips, dev_clips, variants = _read_bundle(args.arrays, dist)
         meta = json.loads((args.arrays / "bundle.json").read_text())
         releases = {e["clip_id"]: e["release"] for e in meta["clips"] if "release" in e}
         return (_of_release(train_clips, releases, args.release), dev_clips, variants,
@@ -131,6 +158,7 @@ def _of_release(clips: list, releases: dict[str, int], wanted: str | None) -> li
 def _train(args: argparse.Namespace) -> int:
     from avfr.cli import CliError
     from avfr.codec.train import LAST_CKPT, OPUS_BITRATES_BPS, TrainConfig, train
+    from avfr.codec.train.distributed import setup, teardown
 
     overrides = {
         "config": args.config, "batch_size": args.batch, "steps": args.steps, "lr": args.lr,
@@ -147,16 +175,33 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not args.resume and (args.out / LAST_CKPT).exists():
         raise CliError(f"{args.out / LAST_CKPT} exists: pass --resume to continue it, or another --out")
-    train_clips, dev_clips, opus_mels, bitrates = _load_data(args)
-    if not train_clips:
-        raise CliError("no training clips found")
-    print(f"training {cfg.config} on {len(train_clips)} clips "
-          f"({sum(c.num_frames for c in train_clips)} frames), validating on {len(dev_clips)} dev clips")
+    dist = setup(cfg.device)  # under torchrun: join the process group (nothing otherwise)
     try:
+        if not dist.main:  # rank 0 speaks for the run
+            logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+        # the cache is prepared (or the bundle decoded) once per node, by its first rank, before the others read it
+        train_clips, dev_clips, opus_mels, bitrates = dist.in_turn(lambda: _load_data(args, dist))
+        if args.arrays is not None and dist.local_rank == 0 and dist.local_world_size > 1:
+            from avfr.codec.data import remove_mapped
+
+            remove_mapped(_shared_copy(args.arrays))  # every rank of the node has mapped it
+        if not train_clips:
+            raise CliError("no training clips found")
+        if dist.main:
+            print(f"training {cfg.config} on {len(train_clips)} clips "
+                  f"({sum(c.num_frames for c in train_clips)} frames), validating on {len(dev_clips)} dev clips")
+        if dist.enabled and dist.main:
+            print(f"distributed: {dist.world_size} processes ({dist.backend}), batch {cfg.batch_size} per process, "
+                  f"global batch {cfg.batch_size * dist.world_size}, lr {cfg.lr:g} as given (not scaled with the "
+                  "world size)")
         summary = train(cfg, train_clips, dev_clips, args.out, resume=args.resume, progress=not args.quiet,
                         opus_mels=opus_mels, opus_bitrates_bps=bitrates or OPUS_BITRATES_BPS)
     except FileExistsError as exc:
         raise CliError(str(exc)) from exc
+    finally:
+        teardown()
+    if not dist.main:
+        return 0
     print(f"step {summary.step} ({summary.steps_run} this run, stopped by {summary.stopped_by}) "
           f"on {summary.device}: {summary.samples_per_s:.2f} samples/s, {summary.train_s:.1f} s training, "
           f"{summary.wall_s:.1f} s wall in all")

@@ -24,6 +24,13 @@
 # ... and the receiver's concealment (held keypoints + the hold age as an input: the speech carries the mouth):
 #     bash .devbundle/gpu_training.sh 8 hold --init .devbundle/init.pt --batch 64 --lr 5e-5 --steps 3000 \
 #         --schedule constant --gan-warmup 0 --mouth-l1 5 --freeze-detector --wire-noise 0.75 --hold-kp 0.3
+# Several GPUs (a lent H200 box has one): the same train command under torchrun, e.g. on a 4-GPU box
+#     torchrun --standalone --nproc-per-node 4 -m avfr.cli train --arrays .devbundle/data --config small \
+#         --out /tmp/run-ddp --device cuda --batch 64 --lr 3e-4 --steps 5000 --gan-warmup 1500 -q
+# (--batch per GPU: global batch 256; --lr as given, not scaled; rank 0 validates and writes; the bundle is
+# decoded once and memory-mapped by the other processes), on M machines `torchrun --nnodes M --node-rank R
+# --nproc-per-node N --master-addr HOST0 --master-port 29500 -m avfr.cli train ...` on each. With one
+# GPU, `torchrun --standalone --nproc-per-node 1 -m avfr.cli train ...` trains exactly as `python3 -m avfr.cli`.
 # $OUT receives train.log, log.csv, val.csv and ckpt-last.pt split in 14 MB parts (at most 8 files come
 # back): `cat ckpt-last.part* > ckpt-last.pt`, then `avfr-codec export ckpt-last.pt --out models --replace`.
 set -u

@@ -3,8 +3,10 @@
 A checkpoint (``CHECKPOINT_FORMAT``) holds tensors and plain containers only (loadable with
 ``weights_only=True``): the run's settings, model config, generator, discriminator, both optimisers, step,
 cumulative wall time, best dev PSNR, last validation and the RNG states of torch, numpy, python and the
-training set, so that a resumed run continues bit for bit. The CSV logs beside it are cut back to the
-checkpoint's step on resume.
+training set, so that a resumed run continues bit for bit. A distributed run stores every rank's RNG states
+(``rng_ranks``, ``rng`` being rank 0's), its ``world_size`` and the ranks' ``seeds``; resumed with another world
+size, each rank restarts its streams from (seed, rank, step) (:mod:`avfr.codec.train.distributed`). The CSV logs
+beside it are cut back to the checkpoint's step on resume.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from avfr.codec.train.config import TrainConfig
+from avfr.codec.train.distributed import rank_seed, seed_all
 from avfr.codec.train.metrics import ValMetrics
 from avfr.codec.train.trainset import TrainSet
 
@@ -40,8 +43,8 @@ VAL_CSV = "val.csv"
 # ---------------------------------------------------------------------------------------- RNG state
 
 
-def _rng_state(device: torch.device, trainset: TrainSet) -> dict[str, Any]:
-    """RNG states as tensors and plain lists (loadable with ``weights_only=True``)."""
+def rng_state(device: torch.device, trainset: TrainSet) -> dict[str, Any]:
+    """This process's RNG states as tensors and plain lists (loadable with ``weights_only=True``)."""
     np_state = np.random.get_state()
     py_state = random.getstate()
     state: dict[str, Any] = {
@@ -147,10 +150,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def training_state(cfg: TrainConfig, model: nn.Module, disc: nn.Module, opt_g: torch.optim.Optimizer,
-                   opt_d: torch.optim.Optimizer, device: torch.device, trainset: TrainSet, *, step: int,
+                   opt_d: torch.optim.Optimizer, rngs: list[dict[str, Any]], seeds: list[int], *, step: int,
                    wall_s: float, best_psnr_db: float, val: ValMetrics | None) -> dict[str, Any]:
-    """The checkpoint of a run: its settings, networks, optimisers, step, cumulative wall time (s), best dev
-    PSNR (dB), last validation and RNG states (``device``'s and ``trainset``'s included)."""
+    """The checkpoint of a run: its settings, networks (unwrapped), optimisers, step, cumulative wall time (s),
+    best dev PSNR (dB), last validation, and every rank's RNG states (:func:`rng_state`, in rank order: one for a
+    one-process run) with the seeds its streams started from."""
     return {
         "format": CHECKPOINT_FORMAT,
         "train_config": _jsonable(dataclasses.asdict(cfg)),
@@ -163,17 +167,23 @@ def training_state(cfg: TrainConfig, model: nn.Module, disc: nn.Module, opt_g: t
         "wall_s": wall_s,
         "best_psnr_db": best_psnr_db,
         "val": val.as_row() if val is not None else {},
-        "rng": _rng_state(device, trainset),
+        "rng": rngs[0],
+        "rng_ranks": rngs,
+        "world_size": len(rngs),
+        "seeds": [int(s) for s in seeds],
     }
 
 
 def restore_training_state(ckpt: Mapping[str, Any], cfg: TrainConfig, model: nn.Module, disc: nn.Module,
                            opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, device: torch.device,
-                           trainset: TrainSet) -> tuple[int, float, float]:
-    """Load a checkpoint (:func:`training_state`) into the networks, optimisers and RNGs of a run.
+                           trainset: TrainSet, rank: int = 0,
+                           world_size: int = 1) -> tuple[int, float, float, list[int]]:
+    """Load a checkpoint (:func:`training_state`) into the networks, optimisers and RNGs of a run's rank
+    ``rank`` of ``world_size``: its own RNG states when the checkpoint has the same world size, else streams
+    restarted from ``rank_seed(cfg.seed, rank, step)``.
 
     Returns:
-        step, wall time of the earlier calls (s), best dev PSNR (dB).
+        step, wall time of the earlier calls (s), best dev PSNR (dB), the ranks' seeds.
 
     Raises:
         ValueError: the checkpoint was trained with another config, ablation or mel timing.
@@ -184,8 +194,17 @@ def restore_training_state(ckpt: Mapping[str, Any], cfg: TrainConfig, model: nn.
     opt_g.load_state_dict(ckpt["opt_g"])
     opt_d.load_state_dict(ckpt["opt_d"])
     step, wall_s, best_psnr_db = int(ckpt["step"]), float(ckpt["wall_s"]), float(ckpt["best_psnr_db"])
-    _set_rng_state(ckpt["rng"], device, trainset)
-    return step, wall_s, best_psnr_db
+    saved = int(ckpt.get("world_size", 1))  # checkpoints of earlier code: one process
+    if saved == world_size:
+        _set_rng_state(ckpt["rng_ranks"][rank] if "rng_ranks" in ckpt else ckpt["rng"], device, trainset)
+        seeds = [int(s) for s in ckpt.get("seeds", [rank_seed(cfg.seed, r) for r in range(world_size)])]
+        return step, wall_s, best_psnr_db, seeds
+    seeds = [rank_seed(cfg.seed, r, step) for r in range(world_size)]
+    seed_all(seeds[rank], trainset)
+    if rank == 0:
+        log.warning("the checkpoint was written by %d process(es), this run has %d: each rank's sampler and RNGs "
+                    "restart from (seed %d, rank, step %d), seeds %s", saved, world_size, cfg.seed, step, seeds)
+    return step, wall_s, best_psnr_db, seeds
 
 
 def check_compatible(saved: Mapping[str, Any], cfg: TrainConfig, keys: tuple[str, ...], what: str) -> None:
@@ -233,10 +252,13 @@ def save_checkpoint(state: Mapping[str, Any], out_dir: Path, model: nn.Module, n
 class CsvLog:
     """Append-only CSV whose header grows when new columns appear (the file is then rewritten)."""
 
-    def __init__(self, path: Path, keep_up_to_step: int | None) -> None:
+    def __init__(self, path: Path, keep_up_to_step: int | None, write: bool = True) -> None:
         self.path = path
+        self.write = write  # False: a log that writes nothing (ranks other than 0)
         self.rows: list[dict[str, str]] = []
         self.columns: list[str] = []
+        if not write:
+            return
         if keep_up_to_step is not None and path.exists():  # resumed: keep the rows up to the checkpoint
             with path.open(newline="") as f:
                 reader = csv.DictReader(f)
@@ -255,6 +277,8 @@ class CsvLog:
 
     def append(self, row: Mapping[str, float | int]) -> None:
         text = {k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in row.items()}
+        if not self.write:
+            return
         self.rows.append(text)
         new = [k for k in text if k not in self.columns]
         if new:

@@ -4,7 +4,8 @@ One run lives in ``out_dir``:
 
 - ``log.csv``: one row every ``log_every`` steps: step, wall_s (cumulative over resumed runs), lr, the mean of
   every loss term over those steps (generator terms as the loss returns them plus ``g_total``, discriminator
-  terms ``d_*``, empty before the GAN starts), samples_per_s;
+  terms ``d_*``, empty before the GAN starts; means over the ranks of a distributed run), samples_per_s (all
+  ranks), global_batch;
 - ``val.csv``: one row per validation (step, wall_s, L1, PSNR, SSIM, LMD, see :mod:`avfr.codec.train.metrics`);
 - ``ckpt-last.pt``: everything needed to continue bit for bit (model, discriminator, both optimisers, step,
   the RNG states of torch, numpy, python and the training set); written every ``checkpoint_minutes``, at
@@ -18,7 +19,8 @@ discriminator does not train (no compute spent on it); after, both train every s
 
 Settings and the learning-rate schedule: :mod:`avfr.codec.train.config`; networks, losses and optimisers:
 :mod:`avfr.codec.train.networks`; checkpoint format, exact resume and ``--init``:
-:mod:`avfr.codec.train.checkpoint`; validation: :mod:`avfr.codec.train.validation`.
+:mod:`avfr.codec.train.checkpoint`; validation: :mod:`avfr.codec.train.validation`; under torchrun
+(DistributedDataParallel, rank 0 alone validating and writing): :mod:`avfr.codec.train.distributed`.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ from avfr.codec.train.checkpoint import (
     init_weights,
     load_checkpoint,
     restore_training_state,
+    rng_state,
     save_checkpoint,
     snapshot_name,
     training_state,
 )
-from avfr.codec.train.config import TrainConfig, TrainSummary, autocast_for, lr_factor, resolve_device
+from avfr.codec.train.config import TrainConfig, TrainSummary, autocast_for, lr_factor
+from avfr.codec.train.distributed import Dist, Objective, hash_file, rank_seed, record_hashes, seed_all, setup
 from avfr.codec.train.mels import OPUS_BITRATES_BPS
 from avfr.codec.train.metrics import LandmarkDistance, ValMetrics, mediapipe_available
 from avfr.codec.train.networks import build_losses, build_networks, build_optimisers
@@ -70,23 +74,26 @@ class _Trainer:
 
     def __init__(self, cfg: TrainConfig, clips_train: Sequence[ClipArrays], clips_dev: Sequence[ClipArrays],
                  out_dir: Path, opus_mels: Mapping[str, Sequence[np.ndarray]] | None,
-                 opus_bitrates_bps: Sequence[int]) -> None:
+                 opus_bitrates_bps: Sequence[int], dist: Dist) -> None:
         self.cfg = cfg
         self.out_dir = out_dir
-        self.device = resolve_device(cfg.device)
+        self.dist = dist
+        self.device = dist.device(cfg.device)
         cuda = self.device.type == "cuda"
-        # seeds first: network initialisation draws from the global generators
+        # seeds first: network initialisation draws from the global generators (alike on every rank)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
+        self.seeds = [rank_seed(cfg.seed, r) for r in range(dist.world_size)]  # each rank's pairs and draws
         augment = AugmentConfig() if cfg.augment else None
-        self.trainset = TrainSet(clips_train, self.device, seed=cfg.seed, causal=cfg.causal,
+        self.trainset = TrainSet(clips_train, self.device, seed=self.seeds[dist.rank], causal=cfg.causal,
                                  use_audio=cfg.use_audio, use_priors=cfg.use_priors, augment=augment,
                                  opus_mels=opus_mels, opus_bitrates_bps=opus_bitrates_bps)
         self.devset = (TrainSet(clips_dev, self.device, seed=cfg.seed, causal=cfg.causal,
                                 use_audio=cfg.use_audio, use_priors=cfg.use_priors, augment=None,
                                 opus_mels=opus_mels, opus_bitrates_bps=opus_bitrates_bps)
-                       if clips_dev else None)
+                       if clips_dev and dist.main else None)  # rank 0 alone validates
+        self.has_dev = bool(clips_dev)
         self.model, self.disc = build_networks(cfg)
         self.model.to(self.device)
         self.disc.to(self.device)
@@ -105,6 +112,12 @@ class _Trainer:
             self.g_loss_warm = torch.compile(self.g_loss_warm)
             self.g_loss_gan = torch.compile(self.g_loss_gan)
         self.opt_g, self.opt_d = build_optimisers(cfg, self.model, self.disc)
+        # what DDP wraps (in run, after a resume): G with its warm-up and GAN losses, D with its loss
+        self.g_obj: nn.Module = Objective(self.model, self.g_loss_warm, self.g_loss_gan)
+        self.d_obj: nn.Module = Objective(self.disc, self.d_loss)
+        if self.seeds[dist.rank] != cfg.seed:
+            seed_all(self.seeds[dist.rank])  # this rank's own augmentation and loss draws
+        self.hashes = hash_file(out_dir, dist.rank)
         self.step = 0
         self.wall_s_before = 0.0  # wall time of earlier calls of this run
         self.best_psnr = -math.inf
@@ -124,28 +137,33 @@ class _Trainer:
         self.disc.train()
 
     def checkpoint(self, validate_first: bool, new_best: bool = False) -> None:
-        """Validate (optionally), write ckpt-last.pt, and ckpt-best.pt / weights-best.pt on a new best.
+        """Validate (optionally), write ckpt-last.pt, and ckpt-best.pt / weights-best.pt on a new best. Called on
+        every rank: rank 0 validates and writes, with every rank's RNG states; the others wait for it.
 
         Args:
             validate_first: run the validation first (it decides ``new_best``).
             new_best: the model is a new best already (validated by the caller).
         """
-        if validate_first and self.devset is not None:
+        if validate_first and self.devset is not None:  # rank 0 alone holds the dev set
             new_best = self.run_validation()
-        t = time.perf_counter()
-        state = training_state(self.cfg, self.model, self.disc, self.opt_g, self.opt_d, self.device, self.trainset,
-                               step=self.step, wall_s=self.wall_s_before + (time.perf_counter() - self.t0),
-                               best_psnr_db=self.best_psnr, val=self.last_val)
-        save_checkpoint(state, self.out_dir, self.model, new_best)
-        self.ckpt_s = time.perf_counter() - t
-        log.info("step %d: checkpoint written (%.1f s)", self.step, self.ckpt_s)
+        rngs = self.dist.gather(rng_state(self.device, self.trainset))
+        if rngs is not None:
+            t = time.perf_counter()
+            state = training_state(self.cfg, self.model, self.disc, self.opt_g, self.opt_d, rngs, self.seeds,
+                                   step=self.step, wall_s=self.wall_s_before + (time.perf_counter() - self.t0),
+                                   best_psnr_db=self.best_psnr, val=self.last_val)
+            save_checkpoint(state, self.out_dir, self.model, new_best)
+            self.ckpt_s = time.perf_counter() - t
+            log.info("step %d: checkpoint written (%.1f s)", self.step, self.ckpt_s)
+        self.dist.barrier()
 
     def snapshot(self) -> None:
-        """Write the generator alone (fp16) as ``weights-step<step>.pt``: models at fixed steps (ablations
-        compared at the same step whatever the time limit let each run reach)."""
+        """Write the generator alone (fp16) as ``weights-step<step>.pt`` (rank 0): models at fixed steps
+        (ablations compared at the same step whatever the time limit let each run reach)."""
         from avfr.codec.nets import save_weights
 
-        save_weights(self.model, self.out_dir / snapshot_name(self.step))  # type: ignore[arg-type]
+        if self.dist.main:
+            save_weights(self.model, self.out_dir / snapshot_name(self.step))  # type: ignore[arg-type]
 
     def run_validation(self) -> bool:
         """Validate, log to val.csv; returns True when dev PSNR is a new best."""
@@ -186,12 +204,11 @@ class _Trainer:
         src = src.contiguous(memory_format=self.memory_format)
         drv = drv.contiguous(memory_format=self.memory_format)
         gan_on = self.step >= cfg.gan_warmup_steps
-        g_loss = self.g_loss_gan if gan_on else self.g_loss_warm
         self.disc.requires_grad_(False)
-        with autocast_for(self.device, cfg):
-            total, generated, terms = g_loss(src, drv, mel, mouth, kp_img, held, shape)
+        with autocast_for(self.device, cfg):  # the warm-up loss (0) or the GAN one (1)
+            total, generated, terms = self.g_obj(int(gan_on), src, drv, mel, mouth, kp_img, held, shape)
         self.opt_g.zero_grad(set_to_none=True)
-        if not torch.isfinite(total):
+        if not self.dist.all_true(bool(torch.isfinite(total))):  # every rank skips, or none
             return None
         total.backward()
         if cfg.grad_clip > 0:
@@ -202,9 +219,9 @@ class _Trainer:
         if gan_on:
             self.disc.requires_grad_(True)
             with autocast_for(self.device, cfg):
-                d_total, d_terms = self.d_loss(drv[:, :3], generated.detach())
+                d_total, d_terms = self.d_obj(0, drv[:, :3], generated.detach())
             self.opt_d.zero_grad(set_to_none=True)
-            if torch.isfinite(d_total):
+            if self.dist.all_true(bool(torch.isfinite(d_total))):
                 d_total.backward()
                 self.opt_d.step()
             out.update({(k if k.startswith("d_") else f"d_{k}"): v for k, v in _as_float(d_terms).items()})
@@ -221,20 +238,28 @@ class _Trainer:
             n_val = int(self.devset.fixed_pairs(cfg.val_max_per_clip, cfg.val_stride, 0).clip.shape[0])
             self.val_s = (0.25 if self.device.type == "cpu" else 0.05) * n_val
         self.ckpt_s = 2.0
+        d = self.dist
         last_path = self.out_dir / LAST_CKPT
-        resumed = resume and last_path.exists()
-        if resumed:
-            self.step, self.wall_s_before, self.best_psnr = restore_training_state(
-                load_checkpoint(last_path), cfg, self.model, self.disc, self.opt_g, self.opt_d, self.device,
-                self.trainset)
+        resumed = resume and d.rank0(last_path.exists())[0]
+        if resumed:  # rank 0 reads the checkpoint (the run directory need not be shared by the nodes)
+            self.step, self.wall_s_before, self.best_psnr, self.seeds = restore_training_state(
+                d.broadcast(load_checkpoint(last_path) if d.main else None), cfg, self.model, self.disc,
+                self.opt_g, self.opt_d, self.device, self.trainset, d.rank, d.world_size)
             log.info("resumed %s at step %d", last_path, self.step)
         elif resume:
             log.warning("resume: no %s yet, starting a new run", last_path)
         if not resumed and cfg.init_from:
             init_weights(Path(cfg.init_from), cfg, self.model, self.disc)
-        self.loss_log = CsvLog(self.out_dir / LOG_CSV, self.step if resumed else None)
-        self.val_log = CsvLog(self.out_dir / VAL_CSV, self.step if resumed else None)
+        self.disc.requires_grad_(True)  # DDP's reducer takes the parameters that need a gradient now
+        self.g_obj, self.d_obj = d.wrap(self.g_obj, self.device), d.wrap(self.d_obj, self.device)
+        if d.enabled and d.main:
+            log.info("distributed: %d processes (%s), batch %d per rank, global batch %d, lr %g (G) %g (D) as "
+                     "given, not scaled with the world size; rank seeds %s", d.world_size, d.backend,
+                     cfg.batch_size, cfg.batch_size * d.world_size, cfg.lr, cfg.lr_disc, self.seeds)
+        self.loss_log = CsvLog(self.out_dir / LOG_CSV, self.step if resumed else None, write=d.main)
+        self.val_log = CsvLog(self.out_dir / VAL_CSV, self.step if resumed else None, write=d.main)
         start = self.step
+        global_batch = cfg.batch_size * d.world_size
         limit_s = cfg.time_limit_min * 60.0 if cfg.time_limit_min > 0 else math.inf
         last_ckpt_t = time.perf_counter()
         train_s = 0.0
@@ -248,11 +273,12 @@ class _Trainer:
 
         def log_row() -> None:
             nonlocal last_losses, sums, counts, interval
-            last_losses = {k: float(sums[k]) / counts[k] for k in sums}
-            sps = interval[1] * cfg.batch_size / max(interval[0], 1e-9)
+            means = d.mean({k: sums[k] / counts[k] for k in sums})  # over the ranks
+            last_losses = {k: float(v) for k, v in means.items()}
+            sps = interval[1] * global_batch / max(interval[0], 1e-9)
             self.loss_log.append({"step": self.step, "wall_s": self.wall_s_before + time.perf_counter() - self.t0,
                                   "lr": cfg.lr * lr_factor(cfg, self.step - 1), **last_losses,
-                                  "samples_per_s": sps})
+                                  "samples_per_s": sps, "global_batch": global_batch})
             bar.set_postfix(loss=f"{last_losses.get('g_total', math.nan):.4f}", sps=f"{sps:.2f}")
             sums, counts, interval = {}, {}, [0.0, 0]
 
@@ -265,11 +291,17 @@ class _Trainer:
                 elapsed = time.perf_counter() - self.t0
                 mean_step = train_s / max(1, self.step - start)
                 reserve = 1.5 * (self.val_s + self.ckpt_s) + max(10.0, 0.01 * limit_s)  # final val + ckpt
-                if elapsed + 2 * mean_step + reserve > limit_s:
+                near_limit, ckpt_due = d.rank0(elapsed + 2 * mean_step + reserve > limit_s,  # rank 0's clock
+                                               self.step > start and time.perf_counter() - last_ckpt_t
+                                               >= cfg.checkpoint_minutes * 60.0)
+                if near_limit:
                     stopped_by = "time_limit"
                     log.info("time limit of %.1f min near: stopping at step %d", cfg.time_limit_min,
                              self.step)
                     break
+                if ckpt_due:
+                    self.checkpoint(validate_first=True)
+                    last_ckpt_t = time.perf_counter()
                 t = time.perf_counter()
                 terms = self.train_step()
                 if self.device.type == "cuda":
@@ -283,6 +315,7 @@ class _Trainer:
                     continue
                 bad = 0
                 self.step += 1
+                record_hashes(self.hashes, self.step, self.model, self.disc)
                 train_s += dt
                 interval[0] += dt
                 interval[1] += 1
@@ -294,23 +327,20 @@ class _Trainer:
                     self.snapshot()
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     log_row()
-                if cfg.val_every > 0 and self.step % cfg.val_every == 0 and self.devset is not None:
-                    if self.run_validation():
+                if cfg.val_every > 0 and self.step % cfg.val_every == 0 and self.has_dev:
+                    if d.rank0(self.devset is not None and self.run_validation())[0]:  # a new best
                         self.checkpoint(validate_first=False, new_best=True)
                         last_ckpt_t = time.perf_counter()
-                if time.perf_counter() - last_ckpt_t >= cfg.checkpoint_minutes * 60.0:
-                    self.checkpoint(validate_first=True)
-                    last_ckpt_t = time.perf_counter()
             if interval[1] > 0:  # stopped between log rows
                 log_row()
         finally:
             bar.close()
         steps_run = self.step - start
-        if steps_run > 0 or not last_path.exists():
+        if steps_run > 0 or not d.rank0(last_path.exists())[0]:
             self.checkpoint(validate_first=True)
         if self.lmd is not None:
             self.lmd.close()
-        sps = steps_run * cfg.batch_size / train_s if train_s > 0 else math.nan
+        sps = steps_run * global_batch / train_s if train_s > 0 else math.nan
         log.info("%d steps in %.1f s of training: %.2f samples/s", steps_run, train_s, sps)
         return TrainSummary(step=self.step, steps_run=steps_run, stopped_by=stopped_by,
                             wall_s=self.wall_s_before + time.perf_counter() - self.t0, train_s=train_s,
@@ -345,7 +375,8 @@ def train(cfg: TrainConfig, clips_train: Sequence[ClipArrays], clips_dev: Sequen
         RuntimeError: the loss stayed non-finite.
     """
     out = Path(out_dir)
-    if not resume and (out / LAST_CKPT).exists():
+    dist = setup(cfg.device)  # torchrun: join the process group (no-op in one process)
+    if not resume and dist.rank0((out / LAST_CKPT).exists())[0]:
         raise FileExistsError(f"{out / LAST_CKPT} exists: resume the run or choose another output directory")
     out.mkdir(parents=True, exist_ok=True)
     old_threads = torch.get_num_threads()
@@ -354,8 +385,8 @@ def train(cfg: TrainConfig, clips_train: Sequence[ClipArrays], clips_dev: Sequen
         torch.set_num_threads(cfg.num_threads)
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels (CUDA only)
     try:
-        trainer = _Trainer(cfg, clips_train, clips_dev, out, opus_mels, opus_bitrates_bps)
-        return trainer.run(resume, progress, stop_after_steps)
+        trainer = _Trainer(cfg, clips_train, clips_dev, out, opus_mels, opus_bitrates_bps, dist)
+        return trainer.run(resume, progress and dist.main, stop_after_steps)
     finally:
         torch.set_num_threads(old_threads)
         torch.backends.cudnn.benchmark = old_benchmark

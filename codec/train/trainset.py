@@ -100,9 +100,10 @@ class TrainSet:
         self.use_audio = use_audio
         self.use_priors = use_priors
         self.augment = augment
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator()
         # a second stream for the held-keypoint lags, so that runs with and without them draw the same pairs
-        self.lag_generator = torch.Generator().manual_seed(int(seed) + _LAG_SEED_OFFSET)
+        self.lag_generator = torch.Generator()
+        self.reseed(seed)
         usable = []
         for clip in clips:
             n_face = int(np.count_nonzero(clip.face_found))
@@ -166,6 +167,11 @@ class TrainSet:
     def state_dict(self) -> dict[str, Any]:
         """The generators' states (everything else is rebuilt from the clips)."""
         return {"generator": self.generator.get_state(), "lag_generator": self.lag_generator.get_state()}
+
+    def reseed(self, seed: int) -> None:
+        """Restart both streams from ``seed`` (as a new set with that seed)."""
+        self.generator.manual_seed(int(seed))
+        self.lag_generator.manual_seed(int(seed) + _LAG_SEED_OFFSET)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the generators' states saved by ``state_dict`` (older states hold no lag stream)."""
