@@ -324,15 +324,25 @@ async def _send_async(frames, source_rgb, host: str, port: int, args: argparse.N
                     raise
                 raise ConnectionError(f"{exc} within {args.timeout_s:g} s: start `avfr-codec receive` there first "
                                       "(or raise --timeout-s)") from exc
-            stats = await sending.run(frames, source_rgb, realtime=True)
-            if encoder.stopped:
-                raise CliError(f"the receiver refused the call: {encoder.stats.refused}")
-            await asyncio.sleep(0.5)  # let the end anchor reach the receiver
+            stats = await run_sending(sending, encoder, frames, source_rgb, "receiver")
         finally:
             sending.close()
             await pc.close()
             encoder.close()  # mediapipe (the encoder thread has stopped)
     return stats, encoder.stats
+
+
+async def run_sending(sending, encoder, frames, source_rgb, peer: str):
+    """Send the call over `sending`'s connected channels (paced at 25 fps) -> SenderLinkStats.
+
+    Raises:
+        CliError: the peer (named `peer` in the message) refused the call.
+    """
+    stats = await sending.run(frames, source_rgb, realtime=True)
+    if encoder.stopped:
+        raise CliError(f"the {peer} refused the call: {encoder.stats.refused}")
+    await asyncio.sleep(0.5)  # let the end anchor reach the peer
+    return stats
 
 
 def _receive(args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ the signaling differs: a `WebCallServer` hands over the connection of the page t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from avfr.cli import CliError
@@ -25,7 +24,7 @@ async def send_web_async(frames, source_rgb, host: str, port: int, args: argpars
         CliError: no browser came, its connection failed, or it refused the call.
         FileNotFoundError: the page's npm packages are not installed.
     """
-    from avfr.cli.call import _encoder_config
+    from avfr.cli.call import _encoder_config, run_sending
     from avfr.codec.runtime import load_call_model
     from avfr.sender import Encoder
     from avfr.sender.peer import LOOPBACK, wait_connected
@@ -51,10 +50,7 @@ async def send_web_async(frames, source_rgb, host: str, port: int, args: argpars
         print(f"send: calling the browser at {call.peer}", file=sys.stderr, flush=True)
         sending = SendingPeer(encoder, call.control, call.media)
         try:
-            stats = await sending.run(frames, source_rgb, realtime=True)
-            if encoder.stopped:
-                raise CliError(f"the browser refused the call: {encoder.stats.refused}")
-            await asyncio.sleep(0.5)  # let the end anchor reach the page
+            stats = await run_sending(sending, encoder, frames, source_rgb, "browser")
         finally:
             sending.close()
     finally:

@@ -131,7 +131,12 @@ async function join({ graphs, priors }) {
   state.startS = performance.now() / 1000;
   $("join").textContent = "in the call";
 
+  let lastTick = performance.now();
+  state.maxTickGapMs = 0; // the longest the page's main thread left the 10 ms ticker waiting
   const ticker = setInterval(() => {
+    const t = performance.now();
+    state.maxTickGapMs = Math.max(state.maxTickGapMs, t - lastTick);
+    lastTick = t;
     decoder.tick();
     pump();
     try {

@@ -5,14 +5,11 @@
  * (onnxruntime-web's thread count); the decoder itself does not use it.
  */
 
-/** 16 kHz speech clock (`avfr.codec.data.SAMPLE_RATE`). */
-export const SAMPLE_RATE = 16000;
-/** Samples of one 25 fps video frame (`SAMPLES_PER_FRAME`). */
-export const SAMPLES_PER_FRAME = 640;
+// The speech clock and a frame's audio window live with the mel transform (`avfr.codec.data`'s audio constants).
+export { SAMPLE_RATE, SAMPLES_PER_FRAME, WINDOW_SAMPLES, windowBounds } from './mel.mjs';
+
 /** Samples of one 20 ms Opus packet at 16 kHz (`OPUS_FRAME_SAMPLES`). */
 export const OPUS_FRAME_SAMPLES = 320;
-/** Samples of one frame's mel window (200 ms, `WINDOW_SAMPLES`). */
-export const WINDOW_SAMPLES = 3200;
 /** ts_90k step of one 20 ms audio packet (`avfr.proto.TS_STEP_AUDIO_90K`). */
 export const TS_STEP_AUDIO_90K = 1800;
 /** The media clock (`avfr.proto.CLOCK_RATE_HZ`). */
@@ -101,16 +98,3 @@ export class DecoderStats {
   }
 }
 
-/**
- * Sample range `[start, stop)` (16 kHz, from the stream start) of frame i's 3200-sample audio window
- * (`avfr.codec.data.window_bounds`): centred `[640 i - 1600, 640 i + 1600)`, or causal `[640 i - 3200, 640 i)`.
- * May extend before 0 or past the clip. `mel.mjs` exports the same function; this copy keeps playout free of it.
- * @param {number} frameIndex video frame index (25 fps).
- * @param {boolean} [causal]
- * @returns {[number, number]}
- */
-export function windowBounds(frameIndex, causal = false) {
-  const centre = SAMPLES_PER_FRAME * frameIndex;
-  const start = causal ? centre - WINDOW_SAMPLES : centre - WINDOW_SAMPLES / 2;
-  return [start, start + WINDOW_SAMPLES];
-}

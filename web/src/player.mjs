@@ -2,7 +2,9 @@
 //
 // The Decoder decides frames in real time (its jitter buffer); every frame job's 40 ms of speech is scheduled
 // at once on the AudioContext at the frame's slot (base + index * 40 ms), whatever happens to its picture, so
-// the speech plays on, continuous, while pictures are skipped. Pictures are drawn by one render loop: a frame
+// the speech plays on, continuous, while pictures are skipped. A frame decided after its slot (the decoder's
+// playout delay grew, or the page stalled) moves the clock later with 0.1 s more head room: a short silence
+// is inserted, no speech is dropped (`audioResyncs`, `insertedS`). Pictures are drawn by one render loop: a frame
 // is rendered (onnxruntime-web) only if no newer frame is waiting (behind real time: skip to the newest, as
 // the Python receiver's realtime mode does), and put on the canvas when its speech is heard
 // (AudioContext.getOutputTimestamp), or at once when it is late by less than `MAX_LATE_S`, else dropped.
@@ -14,6 +16,7 @@ import { decodeSourceImage } from "./source_image.mjs";
 
 export const FRAME_S = 0.04; // 25 fps
 const LEAD_S = 0.2; // first frame's speech starts this long after it was decided (scheduling head room)
+const MAX_LEAD_S = 0.6; // each re-sync (a frame decided after its slot) adds 0.1 s of head room, up to this
 const MAX_LATE_S = 0.08; // a picture later than this behind its speech is dropped (2 frames; lips visibly off beyond)
 const SAMPLE_RATE = 16000;
 
@@ -40,11 +43,13 @@ export class Player {
     this._queue = []; // jobs for the render loop, in order
     this._wake = null;
     this._base = null; // AudioContext time of frame 0's speech
+    this._lead = LEAD_S;
     this._image = new ImageData(256, 256);
     this._closed = false;
     this.stats = {
       framesDecided: 0, framesDrawn: 0, framesSkipped: 0, framesLate: 0, audioScheduledS: 0, audioResyncs: 0,
-      audioPeak: 0, sources: 0, sourceMs: 0, renderMs: 0, lastDrawnIndex: -1, syncMaxMs: 0, syncSumMs: 0,
+      audioPeak: 0, resyncLateMs: 0, insertedS: 0, sources: 0, sourceMs: 0, renderMs: 0, lastDrawnIndex: -1, syncMaxMs: 0,
+      syncSumMs: 0,
     };
     this._drawTimes = []; // performance.now() of recent draws (fps)
     this._loop = this._run();
@@ -82,8 +87,14 @@ export class Player {
   _schedule(job) {
     const t = this.audio.currentTime;
     if (this._base === null || this._base + job.index * FRAME_S < t + 0.01) {
-      if (this._base !== null) this.stats.audioResyncs += 1; // decided too late for its slot: restart the clock
-      this._base = t + LEAD_S - job.index * FRAME_S;
+      if (this._base !== null) { // decided too late for its slot (a stalled page): restart the clock, later
+        this.stats.audioResyncs += 1;
+        this.stats.resyncLateMs = Math.max(this.stats.resyncLateMs, 1000 * (t - this._base - job.index * FRAME_S));
+        this._lead = Math.min(MAX_LEAD_S, this._lead + 0.1);
+      }
+      const base = t + this._lead - job.index * FRAME_S;
+      if (this._base !== null) this.stats.insertedS += base - this._base; // silence between the old and new clock
+      this._base = base;
     }
     const slot = this._base + job.index * FRAME_S;
     const buffer = this.audio.createBuffer(1, job.pcm.length, SAMPLE_RATE);
