@@ -120,6 +120,11 @@ class Decoder:
         return self._buffer.next_frame
 
     @property
+    def first_kp(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The stream's first decoded (kp, jac) (None before it): what relative motion is measured from."""
+        return self._first_kp
+
+    @property
     def delay_s(self) -> float:
         """Current adaptive playout delay (realtime mode)."""
         return self._buffer.delay_s

@@ -3,7 +3,9 @@
 Messages are handled on the event loop (`Decoder.receive`, cheap); the generator runs on one worker thread
 (`Decoder.run_job`), so networking never stalls. Rendered frames come back to the loop and go to every
 `ReceivedVideoTrack` / `ReceivedAudioTrack` (standard aiortc tracks: a conferencing app can forward them
-with ``pc.addTrack``) and to the frame callbacks (mp4 writer, window, tests).
+with ``pc.addTrack``) and to the frame callbacks (mp4 writer, window, tests). A peer can hand its jobs to
+someone else's generator instead (``runner``: the gateway's `avfr.receiver.gateway`, one batched generator
+for many calls); pacing, skipping, liveness and the tracks stay the same.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from avfr.receiver.config import FrameJob, ReceivedFrame, SourceJob
 from avfr.receiver.decoder import Decoder
 from avfr.receiver.liveness import CallTimeoutError
 
-__all__ = ["ReceivedVideoTrack", "ReceivedAudioTrack", "ReceivingPeer"]
+__all__ = ["ReceivedVideoTrack", "ReceivedAudioTrack", "ReceivingPeer", "repeat_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +38,24 @@ _KEEP_TIMES = 1500  # per-frame timestamps kept for stats (the last minute)
 
 
 class _QueueTrack(MediaStreamTrack):
-    """A track fed from the receiving peer; the oldest items are dropped when nobody reads."""
+    """A track fed from the receiving peer; the oldest items are dropped when nobody reads.
 
-    def __init__(self) -> None:
+    Args:
+        track_id: its id (the msid track id in SDP, what a remote aiortc peer sees as ``track.id``; default:
+            a random UUID).
+    """
+
+    max_items = _TRACK_QUEUE_FRAMES
+
+    def __init__(self, track_id: str | None = None) -> None:
         super().__init__()
+        if track_id is not None:
+            self._id = track_id  # what MediaStreamTrack.id returns (aiortc has no setter)
         self._queue: asyncio.Queue = asyncio.Queue()
         self.dropped = 0
 
     def _put(self, item: object) -> None:
-        if self._queue.qsize() >= _TRACK_QUEUE_FRAMES:
+        if self._queue.qsize() >= self.max_items:
             self._queue.get_nowait()
             self.dropped += 1
         self._queue.put_nowait(item)
@@ -74,19 +85,26 @@ class ReceivedVideoTrack(_QueueTrack):
 
 
 class ReceivedAudioTrack(_QueueTrack):
-    """The far end's decoded speech as an aiortc audio track: av.AudioFrame s16 mono 16 kHz, 40 ms each."""
+    """The far end's decoded speech as an aiortc audio track: av.AudioFrame s16 mono 16 kHz, 20 ms each (two per
+    video frame: aiortc's Opus encoder makes one packet of each; a 40 ms frame became two packets under one RTP
+    timestamp, and a receiving aiortc peer played only one of them)."""
 
     kind = "audio"
+    max_items = 2 * _TRACK_QUEUE_FRAMES
+    samples_per_frame = SAMPLE_RATE // 50
 
     def put(self, frame: ReceivedFrame) -> None:
         import av
 
         pcm = (np.clip(frame.pcm, -1.0, 1.0) * 32767.0).astype(np.int16)[None]
-        audio = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        audio.sample_rate = SAMPLE_RATE
-        audio.pts = frame.index * len(frame.pcm)
-        audio.time_base = AUDIO_CLOCK
-        self._put(audio)
+        step = self.samples_per_frame
+        for start in range(0, pcm.shape[1], step):
+            audio = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, start : start + step]), format="s16",
+                                               layout="mono")
+            audio.sample_rate = SAMPLE_RATE
+            audio.pts = frame.index * len(frame.pcm) + start
+            audio.time_base = AUDIO_CLOCK
+            self._put(audio)
 
 
 class ReceivingPeer:
@@ -105,11 +123,17 @@ class ReceivingPeer:
 
     A sender that stops (no source image, or silence on both channels: `Decoder.check_alive`) ends the call:
     `wait` raises `CallTimeoutError`, in realtime and arrival-order mode alike.
+
+    ``runner`` (default None: ``decoder.run_job`` on the peer's own worker thread, as above) takes the jobs
+    elsewhere: ``runner.bind(peer)`` once, ``runner.put(job)`` for each job in order (on the loop),
+    ``runner.close()`` from `close`; it answers every job exactly once, in order, with `deliver_threadsafe`
+    (a ReceivedFrame, or None for a SourceJob) or `fail_threadsafe` (the call ends).
     """
 
     max_render_lag_frames = 2
 
-    def __init__(self, decoder: Decoder, pc, record_messages: bool = False, tick_s: float = 0.01) -> None:
+    def __init__(self, decoder: Decoder, pc, record_messages: bool = False, tick_s: float = 0.01,
+                 runner=None) -> None:
         self.decoder = decoder
         self.pc = pc
         self.record_messages = record_messages
@@ -126,23 +150,42 @@ class ReceivingPeer:
         self._jobs: queue.Queue = queue.Queue()
         self._pending_jobs = 0
         self._tick_s = tick_s
-        self._worker = threading.Thread(target=self._work, name="avfr-generator", daemon=True)
-        self._worker.start()
+        self._runner = runner
+        self._worker: threading.Thread | None = None
+        if runner is None:
+            self._worker = threading.Thread(target=self._work, name="avfr-generator", daemon=True)
+            self._worker.start()
+        else:
+            runner.bind(self)
         self._ticker = self._loop.create_task(self._tick())
         pc.on("datachannel", self._on_channel)
         pc.on("connectionstatechange", self._on_state)
 
-    def video_track(self) -> ReceivedVideoTrack:
-        """A new video track fed with every frame from now on."""
-        track = ReceivedVideoTrack()
+    def video_track(self, track_id: str | None = None) -> ReceivedVideoTrack:
+        """A new video track fed with every frame from now on (until it is stopped)."""
+        track = ReceivedVideoTrack(track_id)
         self.video_tracks.append(track)
         return track
 
-    def audio_track(self) -> ReceivedAudioTrack:
-        """A new audio track fed with every frame's speech from now on."""
-        track = ReceivedAudioTrack()
+    def audio_track(self, track_id: str | None = None) -> ReceivedAudioTrack:
+        """A new audio track fed with every frame's speech from now on (until it is stopped)."""
+        track = ReceivedAudioTrack(track_id)
         self.audio_tracks.append(track)
         return track
+
+    def deliver_threadsafe(self, frame: ReceivedFrame | None) -> None:
+        """A runner's answer to one job, from any thread (the loop may already be closed)."""
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, frame)
+        except RuntimeError:  # the loop closed: nobody is waiting for frames any more
+            pass
+
+    def fail_threadsafe(self, exc: BaseException) -> None:
+        """A runner's generator failed: the call ends with `exc` (from any thread)."""
+        try:
+            self._loop.call_soon_threadsafe(self._failed, exc)
+        except RuntimeError:
+            pass
 
     def _on_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
@@ -184,14 +227,18 @@ class ReceivingPeer:
                 self.control.send(reply)
         for job in self.decoder.take_jobs():
             self._pending_jobs += 1
-            self._jobs.put(job)
+            (self._jobs.put if self._runner is None else self._runner.put)(job)
         self._check_done()
 
     def _check_done(self) -> None:
         if self.decoder.finished and self._pending_jobs == 0 and not self.done.is_set():
             self.done.set()
-            for track in (*self.video_tracks, *self.audio_tracks):
-                track._put(None)
+            self.end_tracks()
+
+    def end_tracks(self) -> None:
+        """End every track after the frames it holds (their readers get MediaStreamError next)."""
+        for track in (*self.video_tracks, *self.audio_tracks):
+            track._put(None)
 
     async def _tick(self) -> None:
         realtime = self.decoder.config.realtime
@@ -204,8 +251,7 @@ class ReceivingPeer:
             except CallTimeoutError as exc:
                 logger.debug("call timed out: %s", exc)
                 self._failed(exc)
-                for track in (*self.video_tracks, *self.audio_tracks):
-                    track._put(None)
+                self.end_tracks()
                 return
             self._dispatch()
 
@@ -218,7 +264,7 @@ class ReceivingPeer:
                 return
             if self.decoder.config.realtime and isinstance(job, FrameJob) and \
                     self._jobs.qsize() >= self.max_render_lag_frames:  # behind real time: draw a newer frame
-                self._loop.call_soon_threadsafe(self._deliver, _repeat(job, shown, source))
+                self._loop.call_soon_threadsafe(self._deliver, repeat_frame(job, shown, source))
                 continue
             try:
                 frame = self.decoder.run_job(job)
@@ -247,6 +293,9 @@ class ReceivingPeer:
                 for old in sorted(self.frame_times)[:-_KEEP_TIMES]:
                     del self.frame_times[old]
         if frame is not None:
+            if any(t.readyState != "live" for t in (*self.video_tracks, *self.audio_tracks)):  # stopped: forget
+                self.video_tracks = [t for t in self.video_tracks if t.readyState == "live"]
+                self.audio_tracks = [t for t in self.audio_tracks if t.readyState == "live"]
             for track in self.video_tracks:
                 track.put(frame)
             for track in self.audio_tracks:
@@ -271,9 +320,12 @@ class ReceivingPeer:
 
     def close(self) -> None:
         """Stop the ticker and the worker thread: queued jobs are dropped, the running one is waited for (so
-        the Decoder can be closed next)."""
+        the Decoder can be closed next); or close the runner."""
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._runner is not None:
+            self._runner.close()
+            return
         try:
             while True:
                 self._jobs.get_nowait()  # drop the queued jobs
@@ -285,7 +337,7 @@ class ReceivingPeer:
             logger.warning("the generator thread did not stop within 30 s")
 
 
-def _repeat(job: FrameJob, shown: ReceivedFrame | None, source: tuple[np.ndarray, int] | None) -> ReceivedFrame:
+def repeat_frame(job: FrameJob, shown: ReceivedFrame | None, source: tuple[np.ndarray, int] | None) -> ReceivedFrame:
     """A frame the generator skips: `job`'s speech (float32 (640,)) under the last picture drawn (uint8
     (256, 256, 3); before the first: the source image)."""
     if shown is not None:

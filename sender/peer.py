@@ -11,7 +11,8 @@ Signaling for two processes is one JSON line each way over TCP: the receiver lis
 default), the sender connects and writes its offer, the receiver answers. The line is untrusted: at most
 64 KiB, within 10 s, JSON {"sdp", "type"} whose SDP offers the avfr data channels (checked before aiortc
 sees it); a client that fails gets {"error": reason} back and the receiver keeps listening until its timeout,
-which also covers the connection coming up after the answer.
+which also covers the connection coming up after the answer. `serve_offers` is the same exchange for a server
+that answers every client (``avfr-codec gateway``: many callers, many viewers).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "create_channels",
     "connect_in_process",
     "serve_signaling",
+    "serve_offers",
     "call_signaling",
     "wait_connected",
     "parse_host_port",
@@ -141,7 +143,7 @@ def check_sdp(sdp: str, kind: str) -> None:
         raise ConnectionError(f"the {kind} has no DTLS fingerprint")
 
 
-async def _read_description(reader: asyncio.StreamReader, kind: str, timeout_s: float):
+async def _read_description(reader: asyncio.StreamReader, kind: str, timeout_s: float, check=check_sdp):
     """One JSON line {"sdp", "type": kind} from the peer -> RTCSessionDescription.
 
     Raises:
@@ -166,7 +168,7 @@ async def _read_description(reader: asyncio.StreamReader, kind: str, timeout_s: 
         raise ConnectionError(f"the peer refused: {printable_text(obj['error'])}")
     if not isinstance(obj, dict) or obj.get("type") != kind or not isinstance(obj.get("sdp"), str):
         raise ConnectionError(f"signaling message is not an SDP {kind}: {printable_text(line, 60)}")
-    check_sdp(obj["sdp"], kind)
+    check(obj["sdp"], kind)
     return RTCSessionDescription(sdp=obj["sdp"], type=kind)
 
 
@@ -279,6 +281,49 @@ async def serve_signaling(pc, host: str = LOOPBACK, port: int = DEFAULT_SIGNALIN
             if task is not winner:
                 task.cancel()
     await wait_connected(pc, _remaining(deadline))
+
+
+async def serve_offers(answer, host: str = LOOPBACK, port: int = DEFAULT_SIGNALING_PORT, check=check_sdp):
+    """Answer every client's offer on host:port (one JSON line each way, as `serve_signaling`), until closed.
+
+    Args:
+        answer: ``async answer(offer: RTCSessionDescription) -> dict``, the reply line (e.g. {"sdp", "type":
+            "answer", ...}); a ConnectionError it raises is the client's refusal.
+        host, port: where to listen (port 0: any free port, see ``server.sockets[0].getsockname()``).
+        check: ``check(sdp, "offer")`` raises ConnectionError for an offer to refuse (default `check_sdp`: the
+            avfr data channels).
+
+    A bad client (as `serve_signaling`), or one `answer` refuses, gets {"error": reason} back and one warning
+    line in the log; an `answer` that fails otherwise is logged with its traceback and the client gets
+    {"error": "internal error"}. Nothing a client does stops the server.
+
+    Returns:
+        the asyncio.Server (``close()`` it to stop listening).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        error = None
+        try:
+            offer = await _read_description(reader, "offer", _READ_TIMEOUT_S, check)
+            _write_line(writer, await answer(offer))
+            await writer.drain()
+        except ConnectionError as exc:
+            logger.warning("signaling: refused a client at %s: %s", peer, exc)
+            error = str(exc)
+        except Exception:  # noqa: BLE001 - a bug answering one client must not stop the server
+            logger.exception("signaling: answering the client at %s failed", peer)
+            error = "internal error"
+        finally:
+            if error is not None:
+                with contextlib.suppress(Exception):
+                    _write_line(writer, {"error": error})
+                    await asyncio.wait_for(writer.drain(), 1.0)
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port, limit=_MAX_SIGNALING_BYTES)
 
 
 async def call_signaling(pc, host: str = LOOPBACK, port: int = DEFAULT_SIGNALING_PORT,

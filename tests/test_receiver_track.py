@@ -40,7 +40,7 @@ def test_tracks_deliver_av_frames():
     assert video.kind == "video" and video.readyState == "ended"
     assert [f.pts for f in got] == [0, 3600, 7200] and got[0].width == 256
     assert got[2].to_ndarray(format="rgb24")[0, 0, 0] == 2
-    assert a.sample_rate == 16000 and a.samples == 640 and a.pts == 0
+    assert a.sample_rate == 16000 and a.samples == 320 and a.pts == 0  # 20 ms: one Opus packet each
     assert abs(a.to_ndarray()[0, 0] / 32767 - 0.25) < 1e-3
 
 
@@ -140,7 +140,7 @@ def test_skipped_renders_keep_their_speech():
     assert decoder.stats.frames_out == num_frames - len(repeated) and not frames[-1].repeated
     for i in repeated[1:] if repeated[0] == 0 else repeated:
         np.testing.assert_array_equal(frames[i].rgb, frames[i - 1].rgb)  # the last picture drawn, again
-    assert [a.pts for a in tracks["audio"]] == [640 * i for i in range(num_frames)]
+    assert [a.pts for a in tracks["audio"]] == [320 * i for i in range(2 * num_frames)]  # 20 ms frames
     np.testing.assert_array_equal(np.concatenate([a.to_ndarray()[0] for a in tracks["audio"]]),
                                   (np.clip(np.concatenate([j.pcm for j in jobs]), -1, 1) * 32767).astype(np.int16))
     assert [v.pts for v in tracks["video"]] == [3600 * i for i in range(num_frames)]

@@ -76,7 +76,8 @@ def test_browser_receives_a_call(tmp_path):
                         time.sleep(0.5)
                 page.wait_for_function("['ended', 'failed', 'refused'].includes(window.avfr.phase)", timeout=180_000)
                 state = page.evaluate("({phase: avfr.phase, error: avfr.error, live: avfr.live, "
-                                      "heard: avfr.heardLevelMax, gap: avfr.maxTickGapMs, player: {...avfr.player.stats}, "
+                                      "heard: avfr.heardLevelMax, gap: avfr.maxTickGapMs, "
+                                      "player: {...avfr.player.stats}, "
                                       "stats: {...avfr.decoder.stats}})")
                 shot = tmp_path / "web-receiver.png"
                 page.screenshot(path=str(shot))
