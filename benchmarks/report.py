@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from avfr.benchmarks import accounting, envelope, verdict
+from avfr.benchmarks.bd_rate import bd_points, bd_rate, bd_rates  # noqa: F401 - bench_report.bd_rate(s) for callers
 
 logger = logging.getLogger(__name__)
 
@@ -68,63 +69,6 @@ def mean_rows(rows: Sequence[dict]) -> list[dict]:
         out.append(rec)
     order = {c: i for i, c in enumerate(CODEC_ORDER)}
     out.sort(key=lambda r: (order.get(r["codec"], 99), accounting.rate(r) or 0.0))
-    return out
-
-
-def bd_rate(rate_a: Sequence[float], quality_a: Sequence[float], rate_b: Sequence[float],
-            quality_b: Sequence[float], higher_is_better: bool = True) -> float | None:
-    """Bjøntegaard delta rate of A against B, percent (negative: A needs fewer bits for the same quality).
-
-    Piecewise-linear interpolation of log-rate over quality (robust with 2-3 points per curve; the cubic fit
-    of the original method needs 4), integrated over the quality range both curves cover.
-
-    Args:
-        rate_a, quality_a: curve A (kbit/s, metric); at least 2 points.
-        rate_b, quality_b: curve B.
-        higher_is_better: False for distances (LMD): the metric is negated.
-
-    Returns:
-        Percent, or None when the quality ranges do not overlap or a curve has < 2 usable points.
-    """
-    def prep(rates: Sequence[float], quals: Sequence[float]) -> tuple[np.ndarray, np.ndarray] | None:
-        pts = [(q if higher_is_better else -q, math.log(r)) for r, q in zip(rates, quals, strict=True)
-               if r is not None and q is not None and r > 0 and math.isfinite(q)]
-        if len(pts) < 2:
-            return None
-        pts.sort()
-        q = np.array([p[0] for p in pts])
-        lr = np.maximum.accumulate(np.array([p[1] for p in pts]))  # monotone hull: more quality, more bits
-        q, keep = np.unique(q, return_index=True)
-        return q, lr[keep]
-
-    a, b = prep(rate_a, quality_a), prep(rate_b, quality_b)
-    if a is None or b is None or len(a[0]) < 2 or len(b[0]) < 2:
-        return None
-    lo, hi = max(a[0][0], b[0][0]), min(a[0][-1], b[0][-1])
-    if not hi > lo:
-        return None
-    grid = np.linspace(lo, hi, 101)
-    diff = np.interp(grid, *a) - np.interp(grid, *b)
-    return float((math.exp(float(np.mean(diff))) - 1.0) * 100.0)
-
-
-def bd_rates(means: Sequence[dict], rates: str = "steady") -> dict[str, dict[str, float | None]]:
-    """BD-rate of avfr against each anchor, per metric, both at their rates under one accounting ("steady": (b),
-    "clip": (a); :func:`avfr.benchmarks.accounting.rate`)."""
-    curves: dict[str, list[dict]] = {}
-    for row in means:
-        curves.setdefault(row["codec"], []).append(row)
-    out: dict[str, dict[str, float | None]] = {}
-    avfr = curves.get("avfr", [])
-    for anchor in ("vvc", "vvc-ra", "hevc", "av1"):
-        if anchor not in curves or not avfr:
-            continue
-        out[anchor] = {}
-        for metric in ("psnr", "ssim", "ms_ssim", "vmaf", "lmd", "mouth_lmd"):
-            out[anchor][metric] = bd_rate(
-                [accounting.rate(r, rates) for r in avfr], [r.get(metric) for r in avfr],
-                [accounting.rate(r, rates) for r in curves[anchor]], [r.get(metric) for r in curves[anchor]],
-                higher_is_better=metric not in LOWER_IS_BETTER)
     return out
 
 
@@ -279,12 +223,18 @@ def markdown(report: dict) -> str:
         if key not in report:
             continue
         lines += [f"## BD-rate of avfr against each anchor, {title}", "",
-                  "Percent bits avfr needs relative to the anchor for equal quality (negative = fewer); '-' where "
-                  "the curves do not overlap in quality.", "",
+                  "Percent bits avfr needs relative to the anchor for equal quality (negative = fewer), over the "
+                  "quality range both curves cover only; in brackets the measured points (avfr / anchor) inside "
+                  "that range; '-' where the curves do not overlap in quality.", "",
                   "| anchor | " + " | ".join(("psnr", "ssim", "ms_ssim", "vmaf", "lmd", "mouth_lmd")) + " |",
                   "|---|---|---|---|---|---|---|"]
+        points = report.get(key.replace("bd_rate_pct", "bd_points"), {})
         for anchor, vals in report[key].items():
-            lines.append(f"| {anchor} | " + " | ".join(_fmt(v, 1) for v in vals.values()) + " |")
+            cells = []
+            for metric, v in vals.items():
+                n = (points.get(anchor) or {}).get(metric)
+                cells.append(_fmt(v, 1) + (f" ({n[0]}/{n[1]})" if v is not None and n else ""))
+            lines.append(f"| {anchor} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["Anchor floors (clip accounting (a): rate at the largest QP, mean over clips, kbit/s): " + ", ".join(
         f"{c} {_fmt(v, 2)}" for c, v in report.get("anchor_floors_kbps", {}).items()) + ".", ""]

@@ -158,6 +158,7 @@ def _bench(args: argparse.Namespace) -> int:
         verdict,
     )
     from avfr.benchmarks import report as bench_report
+    from avfr.benchmarks.bd_rate import bd_rate_points
     from avfr.benchmarks.reduced import bench_specs, display_flags
     from avfr.cli import CliError
     from avfr.codec.data import default_cache_dir, load_clips
@@ -248,6 +249,8 @@ def _bench(args: argparse.Namespace) -> int:
         "line_of_truth": verdict.line_of_truth(means),
         "bd_rate_pct": bench_report.bd_rates(means),
         "bd_rate_pct_clip": bench_report.bd_rates(means, "clip"),
+        "bd_points": bd_rate_points(means),
+        "bd_points_clip": bd_rate_points(means, "clip"),
         "target_check": bench_report.target_check(means),
         "wall_s": round(time.perf_counter() - started, 1),
         "note": "avfr rows run the call's own media path (avfr.sender.Encoder -> messages -> avfr.receiver.Decoder, "

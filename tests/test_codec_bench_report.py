@@ -51,3 +51,19 @@ def test_catch_up_interpolates_log_rate() -> None:
     assert bench_report.catch_up_kbps(curve, "vmaf", 5.0) == 4.0
     assert bench_report.catch_up_kbps(curve, "vmaf", 90.0) is None
     assert bench_report.catch_up_kbps(curve, "lmd", 3.5) == pytest.approx(8.0)  # lower is better
+
+
+def test_bd_rate_uses_only_the_overlap_and_counts_its_points() -> None:
+    from avfr.benchmarks.bd_rate import bd_points, bd_rate, bd_rate_points, bd_rates
+
+    # B needs twice A's rate for every quality; B's curve extends past A's on both ends
+    qa, ra = [20.0, 22.0, 24.0], [1.0, 1.5, 2.0]
+    qb, rb = [18.0, 20.0, 21.0, 22.0, 24.0, 26.0], [1.0, 2.0, 2.0 * 1.5**0.5, 3.0, 4.0, 8.0]  # 21 dB: on log-scale
+    assert abs(bd_rate(ra, qa, rb, qb) - (-50.0)) < 1e-6  # only 20..24 dB, where B is exactly 2x
+    assert bd_points(ra, qa, rb, qb) == (3, 4)  # A: 20, 22, 24; B: 20, 21, 22, 24
+    assert bd_points([1.0, 2.0], [30.0, 31.0], rb, qb) is None  # no common quality: nothing extrapolated
+    means = [{"codec": "avfr", "kbps_steady": r, "psnr": q} for r, q in zip(ra, qa, strict=True)]
+    means += [{"codec": "vvc-s128f12.5", "kbps_steady": r, "psnr": q} for r, q in zip(rb, qb, strict=True)]
+    means += [{"codec": "still", "kbps_steady": 0.3, "psnr": 15.0}]
+    assert set(bd_rates(means)) == {"vvc-s128f12.5"}  # reduced-size curves count as anchors; the still does not
+    assert bd_rate_points(means)["vvc-s128f12.5"]["psnr"] == (3, 4)
