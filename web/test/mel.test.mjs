@@ -1,6 +1,5 @@
 // web/src/mel.mjs against Python's avfr.codec.data.audio (fixture: tests/data/web/make_mel.py).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import {
@@ -14,22 +13,10 @@ import {
   rfft512,
   windowBounds,
 } from '../src/mel.mjs';
+import { loadFixture } from './fixtures.mjs';
 
-const FIXTURES = new URL('../../tests/data/web/', import.meta.url);
 const MEL_TOL = 1e-4;
 
-/** Read a make_mel.py fixture: {meta, get(name) -> typed array (little-endian host assumed)}. */
-function loadFixture(jsonName) {
-  const meta = JSON.parse(readFileSync(new URL(jsonName, FIXTURES), 'utf8'));
-  const raw = readFileSync(new URL(meta.bin, FIXTURES));
-  const bytes = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength); // aligned copy
-  const types = { float32: Float32Array, float64: Float64Array, int16: Int16Array };
-  const get = (name) => {
-    const { dtype, shape, offset } = meta.arrays[name];
-    return new types[dtype](bytes, offset, shape.reduce((a, b) => a * b, 1));
-  };
-  return { meta, get };
-}
 
 const { meta, get } = loadFixture('mel.json');
 

@@ -1,26 +1,13 @@
 // web/src/resample.mjs: streaming, level/phase/alias figures, and closeness to the Python receiver's
 // swresample path (fixture: tests/data/web/make_mel.py -> resample.json / resample.bin).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { logMelWindow } from '../src/mel.mjs';
 import { lowpassTaps, Resampler48kTo16k, resample48kTo16k } from '../src/resample.mjs';
+import { loadFixture } from './fixtures.mjs';
 
-const FIXTURES = new URL('../../tests/data/web/', import.meta.url);
 
-/** Read a make_mel.py fixture: {meta, get(name) -> typed array (little-endian host assumed)}. */
-function loadFixture(jsonName) {
-  const meta = JSON.parse(readFileSync(new URL(jsonName, FIXTURES), 'utf8'));
-  const raw = readFileSync(new URL(meta.bin, FIXTURES));
-  const bytes = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength); // aligned copy
-  const types = { float32: Float32Array, float64: Float64Array, int16: Int16Array };
-  const get = (name) => {
-    const { dtype, shape, offset } = meta.arrays[name];
-    return new types[dtype](bytes, offset, shape.reduce((a, b) => a * b, 1));
-  };
-  return { meta, get };
-}
 
 /** Deterministic pseudo-random floats in [-0.5, 0.5). */
 function noise(n, seed = 1) {
