@@ -177,8 +177,8 @@ def plot_curves(means: Sequence[dict], out_dir: Path, env: Sequence[dict] = ()) 
 def markdown(report: dict) -> str:
     """report.md text from the report dict."""
     means = [r for r in report["rows"] if r["clip"] == "mean"]
-    cols = ("codec", "point", "kbps_steady", "kbps_clip", "kbps_call", "psnr", "ssim", "ms_ssim", "vmaf", "l1", "lmd",
-            "mouth_lmd", "sync_corr", "id_dist", "jitter", "enc_fps", "dec_fps")
+    cols = ("codec", "point", "num_clips", "kbps_steady", "kbps_clip", "kbps_call", "psnr", "ssim", "ms_ssim", "vmaf",
+            "l1", "lmd", "mouth_lmd", "sync_corr", "id_dist", "jitter", "enc_fps", "dec_fps")
     lines = [
         "# avfr-codec bench",
         "",
@@ -206,12 +206,16 @@ def markdown(report: dict) -> str:
         "## Mean over clips (video kbit/s (b) `kbps_steady` and (a) `kbps_clip`; whole call `kbps_call`; "
         "ordered by (b))",
         "",
+        "`num_clips`: the clips a row averages. An anchor target that gave the same encode as another target on a "
+        "clip is not repeated there, so such a row averages fewer clips; it is left out of the BD-rates.",
+        "",
         "| " + " | ".join(cols) + " | at floor |",
         "|" + "---|" * (len(cols) + 1),
     ]
     for r in means:
         rated = {"kbps_steady": accounting.rate(r), "kbps_call": accounting.rate(r, "call")}
-        lines.append("| " + " | ".join(_fmt(rated.get(c, r.get(c)), 2 if c in TWO_DIGITS else 3) for c in cols)
+        lines.append("| " + " | ".join(str(r.get(c, "-")) if c == "num_clips" else
+                                       _fmt(rated.get(c, r.get(c)), 2 if c in TWO_DIGITS else 3) for c in cols)
                      + f" | {_fmt(r.get('at_floor', False))} |")
     lines += ["", "Units: kbps kbit/s; PSNR dB; L1 RGB in [0,1]; LMD / mouth LMD px at 256x256 (mediapipe "
               "face mesh, mouth = 40 lip points); sync_corr = lip-sync proxy (mouth opening vs speech "

@@ -215,6 +215,7 @@ def _bench(args: argparse.Namespace) -> int:
     id_ok, id_note = identity_status(config.identity)
     rows = [r for res in results for r in res["rows"]]
     means = bench_report.mean_rows(rows)
+    every_clip = [m for m in means if m.get("num_clips") == len(results)]  # a curve's points over the same clips
     ref = [res["reference"] for res in results]
     avfr_src = [r["source_bytes"] - r.get("refresh_bytes", 0) for r in rows if r["codec"] == "avfr"
                 and r.get("source_bytes")]  # the first source image of each clip
@@ -247,10 +248,10 @@ def _bench(args: argparse.Namespace) -> int:
         "envelope": envelope.envelope(results, config.bitrates_kbps),
         "rate_accounting": verdict.ACCOUNTING_NOTE,
         "line_of_truth": verdict.line_of_truth(means),
-        "bd_rate_pct": bench_report.bd_rates(means),
-        "bd_rate_pct_clip": bench_report.bd_rates(means, "clip"),
-        "bd_points": bd_rate_points(means),
-        "bd_points_clip": bd_rate_points(means, "clip"),
+        "bd_rate_pct": bench_report.bd_rates(every_clip),
+        "bd_rate_pct_clip": bench_report.bd_rates(every_clip, "clip"),
+        "bd_points": bd_rate_points(every_clip),
+        "bd_points_clip": bd_rate_points(every_clip, "clip"),
         "target_check": bench_report.target_check(means),
         "wall_s": round(time.perf_counter() - started, 1),
         "note": "avfr rows run the call's own media path (avfr.sender.Encoder -> messages -> avfr.receiver.Decoder, "
