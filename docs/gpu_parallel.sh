@@ -24,6 +24,9 @@
 #         "noaudio:--batch 32 --lr 3e-4 --steps 4000 --gan-warmup 1000 --snapshot-every 250 --val-every 1000 --no-audio" \
 #         "ft:--init models/avfr-small-SHA8.pt --batch 32 --lr 5e-5 --steps 100000 --schedule constant \
 #              --gan-warmup 0 --mouth-l1 5 --freeze-detector --wire-noise 0.75 --val-every 1000"
+# TORCHRUN_RUNS="ft" runs the named runs under torchrun (one process: the DDP/NCCL path, same training); after the
+# runs, the training-step variants and the many-calls benchmark go into bench_model.jsonl (TRAIN_BENCH_S,
+# MANY_CALLS_S: their time limits in s, 0 skips).
 # $OUT receives (at most 8 files come back): logs.tgz (each run's train.log, log.csv, val.csv, and
 # bench_model.jsonl: GPU latency of the per-frame graphs); for the runs with snapshots, <RUN>.pt = the
 # generator at the largest step that every such run reached (the same step for all: a fair comparison
@@ -42,8 +45,12 @@ for spec in "$@"; do
   run=${spec%%:*}
   args=${spec#*:}
   mkdir -p "/tmp/run-$run"
+  # Runs named in TORCHRUN_RUNS (e.g. TORCHRUN_RUNS="ft") go through torchrun with one process: the same
+  # training, and a check of the DistributedDataParallel path (NCCL) at no extra cost (issue 17).
+  launch=(python3 -m avfr.cli)
+  case " ${TORCHRUN_RUNS:-} " in *" $run "*) launch=(python3 -m torch.distributed.run --standalone --nproc-per-node 1 -m avfr.cli);; esac
   # shellcheck disable=SC2086
-  python3 -m avfr.cli train --arrays .devbundle/data --config small --out "/tmp/run-$run" --device "${DEVICE:-cuda}" \
+  "${launch[@]}" train --arrays .devbundle/data --config small --out "/tmp/run-$run" --device "${DEVICE:-cuda}" \
     --checkpoint-min 100 --val-frames 8 --time-limit-min "$minutes" -q $args \
     > "/tmp/run-$run/train.log" 2>&1 &
   pids+=($!)
@@ -62,6 +69,12 @@ if [ "${TRAIN_BENCH_S:-240}" -gt 0 ]; then
   timeout "${TRAIN_BENCH_S:-240}" python3 benchmarks/bench_model.py --config small --cuda --no-ort --threads 2 \
     --iters 1 --warmup 1 --train-batch 64 256 --train-steps 10 \
     --train-variants eager,fused,compile-fused,compile-fused-cl >> /tmp/bench_model.jsonl 2>>/tmp/bench_model.err
+fi
+# Many calls on one generator (issue 17: target >= 10,000 frames/s at p95 < 80 ms): torch bf16 compiled, random
+# sources (no ../shared/data on the box); MANY_CALLS_S=0 skips it.
+if [ "${MANY_CALLS_S:-150}" -gt 0 ]; then
+  timeout "${MANY_CALLS_S:-150}" python3 benchmarks/bench_many_calls.py --device cuda --calls 1,64,256,400,512 \
+    --seconds 3 --modes batched >> /tmp/bench_model.jsonl 2>>/tmp/bench_model.err
 fi
 python3 - "${names[@]}" <<'EOF'
 """Pick the common snapshot step and write the files that come back."""
