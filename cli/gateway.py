@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(one JSON line each way; see `python -m pydoc avfr.cli.gateway`).")
     p.add_argument("--listen", default="127.0.0.1:8765", metavar="HOST:PORT", help="callers' signaling")
     p.add_argument("--publish", default="127.0.0.1:8766", metavar="HOST:PORT", help="viewers' signaling")
+    p.add_argument("--publish-web", default=None, metavar="HOST:PORT", help="also serve a viewer page for "
+                   "browsers here (e.g. 127.0.0.1:8080; `avfr.cli.gateway_web`)")
     p.add_argument("--max-calls", type=int, default=8, help="callers at once (default 8)")
     p.add_argument("--timeout-s", type=float, default=None, help="exit once no caller was connected for this "
                    "long (default: run until Ctrl-C)")
@@ -284,8 +286,15 @@ async def run_gateway(args: argparse.Namespace) -> int:
     renderer = BatchRenderer(default_backend(args.device), skip_late=True)
     gateway = Gateway(renderer, decoder_config=config, render_budget_s=args.render_budget_ms / 1000)
     server = GatewayServer(gateway, args.max_calls, args.host_ip)
+    page = None
     try:
         ports = await server.start(listen, publish)
+        if args.publish_web:
+            from avfr.cli.gateway_web import serve_viewer_page
+
+            web_host, _ = parse_host_port(args.publish_web, 8080)
+            page, web_port = await serve_viewer_page(server, *parse_host_port(args.publish_web, 8080))
+            print(f"gateway: viewer page at http://{web_host}:{web_port}/", file=sys.stderr, flush=True)
         limit = f"exits after {args.timeout_s:g} s without callers" if args.timeout_s else "Ctrl-C to stop"
         print(f"gateway: callers on {listen[0]}:{ports[0]} (up to {args.max_calls}), viewers on "
               f"{publish[0]}:{ports[1]}, generator {renderer.backend.name} ({limit})", file=sys.stderr, flush=True)
@@ -294,6 +303,8 @@ async def run_gateway(args: argparse.Namespace) -> int:
                 server.last_busy_s = time.monotonic()
             await asyncio.sleep(0.5)
     finally:
+        if page is not None:
+            await page.cleanup()
         await server.close()
         gateway.close()
         renderer.close()
