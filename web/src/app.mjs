@@ -93,7 +93,13 @@ async function join({ graphs, priors }) {
 
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/signal`);
   const offer = await new Promise((resolve, reject) => {
-    ws.onmessage = (ev) => resolve(JSON.parse(ev.data));
+    ws.onmessage = (ev) => {
+      try {
+        resolve(JSON.parse(ev.data));
+      } catch {
+        reject(new Error("the sender's signaling message is not JSON"));
+      }
+    };
     ws.onerror = () => reject(new Error("signaling socket failed"));
     ws.onclose = () => reject(new Error("the sender closed signaling"));
   });
@@ -125,7 +131,6 @@ async function join({ graphs, priors }) {
     pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
   });
   ws.onclose = null;
-  console.log("avfr answer candidates:", pc.localDescription.sdp.split(/\r?\n/).filter((l) => l.startsWith("a=candidate")).join(" ; "));
   ws.send(JSON.stringify({ type: "answer", sdp: keepLocalCandidates(pc.localDescription.sdp) }));
   state.phase = "in call";
   state.startS = performance.now() / 1000;
@@ -142,7 +147,7 @@ async function join({ graphs, priors }) {
     try {
       decoder.checkAlive();
     } catch (exc) {
-      fail(exc.message);
+      if (state.phase !== "failed") fail(exc.message);
       pc.close();
     }
     if (decoder.finished) pc.close();
