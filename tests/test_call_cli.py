@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from loopback_helpers import free_port
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "clips" / "retalking_2.mp4"
@@ -24,12 +25,6 @@ NATIVE_LOG = re.compile(r"^(INFO: Created TensorFlow Lite|WARNING: All log messa
 def _cli(*args: str, timeout_s: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "avfr.cli", *args], capture_output=True, text=True,
                           timeout=timeout_s, env=env)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _one_clear_error(proc: subprocess.CompletedProcess, text: str, returncode: int = 1) -> None:
@@ -126,7 +121,7 @@ def test_a_full_disk_ends_the_call_with_one_clear_error(tmp_path):
 
 def test_send_without_a_receiver_is_one_clear_error():
     _need_clip()
-    port = _free_port()
+    port = free_port()
     proc = _cli("send", "--connect", f"127.0.0.1:{port}", "--timeout-s", "1", "--video", str(CLIP), "--frames", "10",
                 "--quiet", timeout_s=60)
     assert f"calling 127.0.0.1:{port}" in proc.stderr  # says what it waits for
@@ -134,7 +129,7 @@ def test_send_without_a_receiver_is_one_clear_error():
 
 
 def test_receive_says_it_waits_and_times_out_with_one_clear_error():
-    port = _free_port()
+    port = free_port()
     proc = _cli("receive", "--listen", f"127.0.0.1:{port}", "--timeout-s", "1", "--quiet", timeout_s=60)
     assert f"waiting for a sender on 127.0.0.1:{port}" in proc.stderr
     _one_clear_error(proc, f"no sender called 127.0.0.1:{port} within 1 s")
@@ -221,7 +216,7 @@ def _signaling_client(port: int, payload: bytes, wait_s: float = 60.0) -> bytes:
 
 
 def test_receive_refuses_bad_signaling_clients_and_keeps_listening():
-    port = _free_port()
+    port = free_port()
     receiver = subprocess.Popen(
         [sys.executable, "-m", "avfr.cli", "receive", "--listen", f"127.0.0.1:{port}", "--timeout-s", "6",
          "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 from codec_data_helpers import require_shared_data
+from loopback_helpers import free_port
 
 CLIPS = ("grid_lwbsza", "retalking_2", "lrs2_audio_00024")  # dev split, three identities, with speech
 FRAMES = 50  # 2 s per caller
@@ -198,20 +199,12 @@ def test_gateway_republishes_three_callers_to_a_plain_viewer(caplog):
           f"({out['stats'].skipped} skipped as late); senders {out['send_s']:.1f} s; test {wall:.1f} s")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gateway_cli_starts_and_exits_when_idle():
     """``avfr-codec gateway --timeout-s 1``: says where it listens, serves nobody, exits 0."""
     import subprocess
     import sys
 
-    listen, publish = _free_port(), _free_port()
+    listen, publish = free_port(), free_port()
     proc = subprocess.run([sys.executable, "-m", "avfr.cli", "gateway", "--listen", f"127.0.0.1:{listen}",
                            "--publish", f"127.0.0.1:{publish}", "--timeout-s", "1", "--device", "cpu"],
                           capture_output=True, text=True, timeout=120)

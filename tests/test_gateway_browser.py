@@ -4,8 +4,6 @@ the caller's stream (VP8 video + Opus audio) and shows its frames. Everything on
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,32 +11,23 @@ import time
 import pytest
 from browser_harness import browser_skip_reason, launch_chromium
 from codec_data_helpers import require_shared_data
+from loopback_helpers import free_port
 
 pytestmark = pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli() -> list[str]:
-    cli = shutil.which("avfr-codec")
-    return [cli] if cli else [sys.executable, "-m", "avfr.cli"]
 
 
 def test_a_browser_watches_a_caller_through_the_gateway():
     from playwright.sync_api import sync_playwright
 
     clip = require_shared_data() / "clips" / "retalking_2.mp4"
-    callers, viewers, page_port = _free_port(), _free_port(), _free_port()
-    gateway = subprocess.Popen([*_cli(), "gateway", "--listen", f"127.0.0.1:{callers}", "--publish",
+    callers, viewers, page_port = free_port(), free_port(), free_port()
+    cli = [sys.executable, "-m", "avfr.cli"]
+    gateway = subprocess.Popen([*cli, "gateway", "--listen", f"127.0.0.1:{callers}", "--publish",
                                 f"127.0.0.1:{viewers}", "--publish-web", f"127.0.0.1:{page_port}", "--timeout-s",
                                 "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sender = None
     try:
-        sender = subprocess.Popen([*_cli(), "send", "--video", str(clip), "--connect", f"127.0.0.1:{callers}",
+        sender = subprocess.Popen([*cli, "send", "--video", str(clip), "--connect", f"127.0.0.1:{callers}",
                                    "--quiet", "--timeout-s", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         with sync_playwright() as p:

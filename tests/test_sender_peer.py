@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 
 import pytest
+from loopback_helpers import free_port
 
 from avfr.sender.peer import (
     LOOPBACK,
@@ -18,12 +18,6 @@ from avfr.sender.peer import (
     new_peer_connection,
     serve_signaling,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 async def _raw_client(port: int, payload: bytes, timeout_s: float = 15.0) -> bytes:
@@ -60,7 +54,7 @@ def test_bad_clients_are_refused_and_the_receiver_keeps_listening(caplog):
         with host_candidates([LOOPBACK]):
             pc_recv, pc_send = new_peer_connection(), new_peer_connection()
             create_channels(pc_send)
-            port = _free_port()
+            port = free_port()
             serve = asyncio.ensure_future(serve_signaling(pc_recv, LOOPBACK, port, timeout_s=60))
             _, good_sdp = await _offer()
             bad = [
@@ -100,7 +94,7 @@ def test_an_offer_that_never_connects_ends_within_the_timeout():
     async def scenario() -> None:
         with host_candidates([LOOPBACK]):
             pc_recv = new_peer_connection()
-            port = _free_port()
+            port = free_port()
             serve = asyncio.ensure_future(serve_signaling(pc_recv, LOOPBACK, port, timeout_s=3.0))
             ghost, sdp = await _offer()
             await ghost.close()  # the offer is well formed, but nobody will answer ICE / DTLS
@@ -121,7 +115,7 @@ def test_no_sender_times_out():
     async def scenario() -> None:
         pc = new_peer_connection()
         try:
-            await serve_signaling(pc, LOOPBACK, _free_port(), timeout_s=0.5)
+            await serve_signaling(pc, LOOPBACK, free_port(), timeout_s=0.5)
         finally:
             await pc.close()
 
@@ -137,7 +131,7 @@ def test_the_sender_reports_a_refusal_in_printable_text():
             await writer.drain()
             writer.close()
 
-        port = _free_port()
+        port = free_port()
         server = await asyncio.start_server(refuse, LOOPBACK, port)
         with host_candidates([LOOPBACK]):
             pc = new_peer_connection()

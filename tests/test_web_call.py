@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ import numpy as np
 import pytest
 from browser_harness import browser_skip_reason, launch_chromium
 from codec_data_helpers import SHORT_CLIP, require_shared_data
+from loopback_helpers import free_port
 
 pytestmark = pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,11 +47,10 @@ def test_browser_receives_a_call(tmp_path):
     from playwright.sync_api import sync_playwright
 
     clip = require_shared_data() / "clips" / f"{SHORT_CLIP}.mp4"
-    port = _free_port()
-    cli = shutil.which("avfr-codec") or sys.executable
-    cmd = [cli] if cli.endswith("avfr-codec") else [cli, "-m", "avfr.cli"]
-    sender = subprocess.Popen([*cmd, "send", "--video", str(clip), "--web", f"127.0.0.1:{port}", "--quiet",
-                               "--timeout-s", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = free_port()
+    sender = subprocess.Popen([sys.executable, "-m", "avfr.cli", "send", "--video", str(clip), "--web",
+                               f"127.0.0.1:{port}", "--quiet", "--timeout-s", "120"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with sync_playwright() as p:
             browser = launch_chromium(p)
