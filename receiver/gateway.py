@@ -38,6 +38,7 @@ from avfr.receiver.config import DecoderConfig, FrameJob, ReceivedFrame, SourceJ
 from avfr.receiver.decoder import Decoder
 from avfr.receiver.liveness import CallTimeoutError
 from avfr.receiver.many_calls import BatchRenderer
+from avfr.receiver.rendering import SourcePriors
 from avfr.receiver.track import ReceivedAudioTrack, ReceivedVideoTrack, ReceivingPeer, repeat_frame
 
 __all__ = ["Gateway", "GatewayCall"]
@@ -142,7 +143,7 @@ class _CallJobs:
             return
         try:
             self.source = (rgb, job.image_id)
-            source5 = self.gateway._source_input(rgb)
+            source5 = self.gateway.priors(rgb)
             self.gateway.renderer.register(self.call_id, source5, source_id=job.image_id, replace=True,
                                            relative_motion=self.peer.decoder.config.relative_motion)
         except Exception as exc:  # noqa: BLE001 - this call ends with it, the gateway goes on
@@ -194,7 +195,7 @@ class Gateway:
         self.calls: dict[str, GatewayCall] = {}  # the current callers, in arrival order
         self._ids = itertools.count(1)
         self._sources = ThreadPoolExecutor(1, "avfr-gateway-sources")
-        self._extractor = None  # mediapipe, built lazily on the source thread (it is not thread-safe)
+        self.priors = SourcePriors()  # mediapipe: used and closed on the source thread only (not thread-safe)
         self._closed = False
 
     def add_call(self, pc, call_id: str | None = None) -> GatewayCall:
@@ -249,20 +250,6 @@ class Gateway:
         call.peer.end_tracks()
         call.decoder.close()
 
-    def _source_input(self, rgb):  # the source thread
-        from avfr.codec.runtime import source_input
-
-        if self._extractor is None:
-            from avfr.codec.data import PriorExtractor
-
-            self._extractor = PriorExtractor()
-        return source_input(rgb, self._extractor)[0]
-
-    def _close_extractor(self) -> None:  # the source thread
-        if self._extractor is not None:
-            self._extractor.close()
-        self._extractor = None
-
     def close(self) -> None:
         """End every call, stop the source thread, close the renderer if it is the gateway's."""
         if self._closed:
@@ -270,7 +257,7 @@ class Gateway:
         self._closed = True
         for call in list(self.calls.values()):
             self.end_call(call)
-        self._sources.submit(self._close_extractor)
+        self._sources.submit(self.priors.close)
         self._sources.shutdown(wait=True, cancel_futures=False)
         if self._owns_renderer:
             self.renderer.close()

@@ -16,9 +16,36 @@ from avfr.codec.runtime import CallModel, decode_source_image
 from avfr.proto import Refresh, encode_refresh, printable_text
 from avfr.receiver.config import DecoderConfig, DecoderStats, FrameJob, ReceivedFrame, SourceJob
 
-__all__ = ["Renderer"]
+__all__ = ["Renderer", "SourcePriors"]
 
 logger = logging.getLogger(__name__)
+
+
+class SourcePriors:
+    """A source image -> the generator's 5-channel input, with mediapipe's priors (built on first use).
+
+    mediapipe is not thread-safe: one instance per thread that calls it (the Decoder's worker, the gateway's
+    source thread), closed on that thread.
+    """
+
+    def __init__(self) -> None:
+        self.extractor = None
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 (256, 256, 3) RGB -> float32 (5, 256, 256) in [0, 1]."""
+        from avfr.codec.runtime import source_input
+
+        if self.extractor is None:
+            from avfr.codec.data import PriorExtractor
+
+            self.extractor = PriorExtractor()
+        return source_input(rgb, self.extractor)[0]
+
+    def close(self) -> None:
+        """Release mediapipe (idempotent)."""
+        if self.extractor is not None:
+            self.extractor.close()
+        self.extractor = None
 
 
 class Renderer:
@@ -41,7 +68,7 @@ class Renderer:
         self.config = config
         self.stats = stats
         self.generator = ReceiverModel.from_manifest(model.manifest, threads=config.threads)
-        self.extractor = None  # mediapipe, built lazily on the worker thread
+        self.priors = SourcePriors()  # mediapipe, built on the worker thread when the first image comes
         self.source_rgb: np.ndarray | None = None
         self.source_id = 0
         self.failures: collections.deque[bytes] = collections.deque()
@@ -55,14 +82,7 @@ class Renderer:
             self.failures.append(encode_refresh(Refresh(want_key=False, want_source=True)))
             logger.warning("source image %d dropped: %s", job.image_id, printable_text(str(exc), 160))
             return
-        if self.extractor is None:
-            from avfr.codec.data import PriorExtractor
-
-            self.extractor = PriorExtractor()
-        from avfr.codec.runtime import source_input
-
-        source5, _ = source_input(rgb, self.extractor)
-        self.generator.set_source(source5)
+        self.generator.set_source(self.priors(rgb))
         self.source_rgb = rgb
         self.source_id = job.image_id
 
@@ -93,6 +113,4 @@ class Renderer:
 
     def close(self) -> None:
         """Release mediapipe (the graphs go with the object)."""
-        if self.extractor is not None:
-            self.extractor.close()
-        self.extractor = None
+        self.priors.close()

@@ -132,8 +132,8 @@ def test_closed_decoders_release_mediapipe(model):
         with Decoder(model=model) as dec:
             dec.run_job(SourceJob(1, face, "webp"))  # builds the mediapipe prior extractor
             renderer = dec._renderer
-            assert renderer.extractor is not None
-        assert renderer.extractor is None and dec._renderer is None
+            assert renderer.priors.extractor is not None
+        assert renderer.priors.extractor is None and dec._renderer is None
         with pytest.raises(RuntimeError, match="closed"):
             dec.run_job(SourceJob(2, face, "webp"))
 
