@@ -10,10 +10,9 @@ untrusted: one text message within 10 s, at most 64 KiB, an SDP of audio / video
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
-from avfr.sender.web import WEB_ROOT, keep_candidates
+from avfr.sender.web import WEB_ROOT, file_response, parse_browser_description
 
 __all__ = ["serve_viewer_page"]
 
@@ -21,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_SIGNALING_BYTES = 64 * 1024
 _OFFER_TIMEOUT_S = 10.0
-_PAGE_FILES = {"/": ("viewer.html", "text/html"), "/src/viewer.mjs": ("src/viewer.mjs", "text/javascript")}
+_PAGE_FILES = {"/": "viewer.html", "/src/viewer.mjs": "src/viewer.mjs"}
 
 
 async def serve_viewer_page(server, host: str, port: int):
@@ -33,11 +32,9 @@ async def serve_viewer_page(server, host: str, port: int):
     from aiohttp import WSMsgType, web
 
     from avfr.cli.gateway import check_viewer_offer
-    from avfr.proto import printable_text
 
     async def page(request):
-        name, ctype = _PAGE_FILES[request.path]
-        return web.FileResponse(WEB_ROOT / name, headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
+        return file_response(WEB_ROOT / _PAGE_FILES[request.path])
 
     async def signal(request):
         from aiortc import RTCSessionDescription
@@ -48,14 +45,7 @@ async def serve_viewer_page(server, host: str, port: int):
             msg = await asyncio.wait_for(ws.receive(), _OFFER_TIMEOUT_S)
             if msg.type != WSMsgType.TEXT:
                 raise ConnectionError("expected the SDP offer as a text message")
-            try:
-                obj = json.loads(msg.data)
-            except (ValueError, RecursionError) as exc:
-                raise ConnectionError(f"signaling message is not JSON: {printable_text(msg.data, 60)}") from exc
-            if not isinstance(obj, dict) or obj.get("type") != "offer" or not isinstance(obj.get("sdp"), str):
-                raise ConnectionError("signaling message is not an SDP offer")
-            sdp = keep_candidates(obj["sdp"], {server.host_ip})
-            check_viewer_offer(sdp, "offer")
+            sdp = parse_browser_description(msg.data, "offer", {server.host_ip}, check=check_viewer_offer)
             reply = await server.answer_viewer(RTCSessionDescription(sdp=sdp, type="offer"))
             await ws.send_json({"type": "answer", **reply})
             logger.info("a browser viewer at %s is watching %d callers", request.remote, len(reply["callers"]))

@@ -29,7 +29,7 @@ from avfr.proto import printable_text
 from avfr.sender.peer import LOOPBACK, check_sdp, create_channels, host_candidates, new_peer_connection
 
 __all__ = ["WEB_ROOT", "VENDOR_PACKAGES", "HEADLESS_CHROMIUM_ARGS", "find_chromium", "WebCall", "WebCallServer",
-           "missing_web_packages", "keep_candidates"]
+           "missing_web_packages", "keep_candidates", "parse_browser_description", "file_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class WebCallServer:
     # --- handlers -----------------------------------------------------------------------------------
 
     async def _index(self, request):
-        return _file_response(self.root / "index.html")
+        return file_response(self.root / "index.html")
 
     async def _model(self, request):
         from aiohttp import web
@@ -202,7 +202,7 @@ class WebCallServer:
         path = self._files.get(request.match_info["name"])
         if path is None:
             raise web.HTTPNotFound()
-        return _file_response(path)
+        return file_response(path)
 
     async def _file(self, request):
         from aiohttp import web
@@ -214,7 +214,7 @@ class WebCallServer:
                 if parts and all(_SAFE_NAME.match(p) and p not in (".", "..") for p in parts):
                     path = folder.joinpath(*parts)
                     if path.is_file():
-                        return _file_response(path)
+                        return file_response(path)
         raise web.HTTPNotFound()
 
     async def _signal(self, request):
@@ -240,7 +240,7 @@ class WebCallServer:
             msg = await asyncio.wait_for(ws.receive(), _ANSWER_TIMEOUT_S)
             if msg.type != WSMsgType.TEXT:
                 raise ConnectionError(f"expected the SDP answer as a text message, got {msg.type.name}")
-            answer = _parse_answer(msg.data, set(self.host_ips))
+            answer = parse_browser_description(msg.data, "answer", set(self.host_ips))
             from aiortc import RTCSessionDescription
 
             try:
@@ -265,31 +265,39 @@ class WebCallServer:
         return ws
 
 
-def _parse_answer(text: str, addresses: set[str]) -> str:
-    """The page's {"type": "answer", "sdp"} -> a checked SDP with only our candidates' addresses.
+def parse_browser_description(text: str, kind: str, addresses: set[str], check=check_sdp) -> str:
+    """A page's signaling message {"type": kind, "sdp"} -> a checked SDP with only the candidates on `addresses`.
+
+    Args:
+        text: the WebSocket text message (untrusted).
+        kind: "answer" (the receiver page) or "offer" (the gateway's viewer page).
+        addresses: this side's ICE host addresses: the only ones aiortc may send checks to.
+        check: what the SDP must describe (default: the avfr data channels); raises ConnectionError.
 
     Raises:
-        ConnectionError: not JSON, not an answer, not the avfr data channels (message printable).
+        ConnectionError: not JSON, not an SDP `kind`, no candidate on `addresses`, or `check` refused it
+            (every message printable).
     """
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ConnectionError(f"signaling message is not JSON: {printable_text(text, 60)}") from exc
-    if not isinstance(obj, dict) or obj.get("type") != "answer" or not isinstance(obj.get("sdp"), str):
-        raise ConnectionError(f"signaling message is not an SDP answer: {printable_text(text, 60)}")
+    if not isinstance(obj, dict) or obj.get("type") != kind or not isinstance(obj.get("sdp"), str):
+        raise ConnectionError(f"signaling message is not an SDP {kind}: {printable_text(text, 60)}")
     sdp = keep_candidates(obj["sdp"], addresses)
     if "\na=candidate:" not in "\n" + sdp:
         offered = sorted({m.group(1) for line in obj["sdp"].splitlines() if (m := _CANDIDATE.match(line))})
         raise ConnectionError(
             f"the browser offered no ICE candidate on {', '.join(sorted(addresses))} (it offered "
-            f"{printable_text(', '.join(offered) or 'none', 120)}): give this sender one of those with --host-ip, "
+            f"{printable_text(', '.join(offered) or 'none', 120)}): give this side one of those with --host-ip, "
             "or start Chromium with --allow-loopback-in-peer-connection (on a machine with a network interface, "
             "Chromium gathers 127.0.0.1 only for a page allowed to use the camera)")
-    check_sdp(sdp, "answer")
+    check(sdp, kind)
     return sdp
 
 
-def _file_response(path: Path):
+def file_response(path: Path):
+    """aiohttp's FileResponse with the content type the page needs (by suffix) and no caching."""
     from aiohttp import web
 
     ctype = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
