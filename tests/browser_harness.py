@@ -10,6 +10,7 @@ import asyncio
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from avfr.sender.web import HEADLESS_CHROMIUM_ARGS as CHROMIUM_ARGS
@@ -64,3 +65,9 @@ def launch_chromium(playwright):
 def static_test_pages() -> dict[str, Path]:
     """The test pages' URL prefix -> folder, for WebCallServer(extra_static=...)."""
     return {"/test/": WEB_ROOT / "test" / "browser"}
+
+
+def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 arrays of one shape (pictures or single planes; peak 255; inf when equal)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

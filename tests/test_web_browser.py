@@ -12,7 +12,7 @@ import base64
 
 import numpy as np
 import pytest
-from browser_harness import LoopThread, browser_skip_reason, launch_chromium, static_test_pages
+from browser_harness import LoopThread, browser_skip_reason, launch_chromium, psnr_u8, static_test_pages
 from codec_data_helpers import SHORT_CLIP, read_frames, require_shared_data
 
 pytestmark = pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")
@@ -36,29 +36,15 @@ async def _make_server(cls, model):
     return server
 
 
-def _crop256(rgb: np.ndarray) -> np.ndarray:
-    import cv2
-
-    h, w = rgb.shape[:2]
-    s = min(h, w)
-    rgb = rgb[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-    return cv2.resize(rgb, (256, 256), interpolation=cv2.INTER_AREA)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 @pytest.fixture(scope="module")
 def python_side():
     """Source bytes, per-frame inputs and the Python receiver's frames on a real dev clip."""
-    from avfr.codec.data import PriorExtractor, five_channel
+    from avfr.codec.data import PriorExtractor, crop_and_resize, five_channel
     from avfr.codec.runtime import decode_source_image, encode_source_image, load_call_model, source_input
     from avfr.codec.runtime.sessions import ReceiverModel, SenderModel
 
     data = require_shared_data()
-    frames = [_crop256(f) for f in read_frames(data / "clips" / f"{SHORT_CLIP}.mp4", 60)]
+    frames = [crop_and_resize(f, None) for f in read_frames(data / "clips" / f"{SHORT_CLIP}.mp4", 60)]  # 256 px
     model = load_call_model()
     sender = SenderModel(model.manifest.sender)
     receiver = ReceiverModel.from_manifest(model.manifest, threads=1)
@@ -107,16 +93,16 @@ def test_browser_frames_match_python(page_server, python_side, name):
             browser.close()
     assert result["manifestSha256"] == model.weights_sha256
     js_rgb = np.frombuffer(base64.b64decode(result["rgb"]), np.uint8).reshape(256, 256, 3)
-    decode_psnr = _psnr(js_rgb, rgb)
+    decode_psnr = psnr_u8(js_rgb, rgb)
     js_mesh = np.frombuffer(base64.b64decode(result["mesh"]), np.uint8).reshape(256, 256)
     js_mask = np.frombuffer(base64.b64decode(result["mask"]), np.uint8).reshape(256, 256)
-    mesh_psnr = _psnr(js_mesh, np.round(source5[3] * 255))
-    mask_psnr = _psnr(js_mask, np.round(source5[4] * 255))
+    mesh_psnr = psnr_u8(js_mesh, np.round(source5[3] * 255))
+    mask_psnr = psnr_u8(js_mask, np.round(source5[4] * 255))
     psnrs = []
     for b64, py in zip(result["frames"], rendered, strict=True):
         chw = np.frombuffer(base64.b64decode(b64), np.float32).reshape(3, 256, 256)
         js = np.clip(chw.transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        psnrs.append(_psnr(js, py))
+        psnrs.append(psnr_u8(js, py))
     print(f"{name}: decode {decode_psnr:.1f} dB, mesh {mesh_psnr:.1f} dB, mask {mask_psnr:.1f} dB, frames "
           f"{', '.join(f'{v:.1f}' for v in psnrs)} dB; priors {result['priorsMs']:.0f} ms (again "
           f"{result['priorsAgainMs']:.0f} ms), identity encoder {result['sourceMs']:.0f} ms, frame "

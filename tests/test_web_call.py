@@ -17,16 +17,11 @@ import time
 
 import numpy as np
 import pytest
-from browser_harness import browser_skip_reason, launch_chromium
+from browser_harness import browser_skip_reason, launch_chromium, psnr_u8
 from codec_data_helpers import SHORT_CLIP, require_shared_data
 from loopback_helpers import free_port
 
 pytestmark = pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def _python_frames(messages: list[tuple[str, bytes]]) -> dict[int, np.ndarray]:
@@ -107,7 +102,7 @@ def test_browser_receives_a_call(tmp_path):
     psnrs = []
     for index, b64 in captured:
         rgba = np.frombuffer(base64.b64decode(b64), np.uint8).reshape(256, 256, 4)
-        psnrs.append(_psnr(rgba[..., :3], python_frames[index]))
+        psnrs.append(psnr_u8(rgba[..., :3], python_frames[index]))
     print(f"browser call: {player['framesDrawn']} of {n} frames drawn, PSNR vs the Python receiver "
           f"{', '.join(f'{v:.1f}' for v in psnrs)} dB; loudest heard RMS {state['heard']:.3f}; picture after its "
           f"speech: mean {sync_mean_ms:.1f} ms, max {player['syncMaxMs']:.1f} ms; live {state['live']}")
