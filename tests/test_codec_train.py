@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import assert_same_state
 
 from avfr.codec.data import ClipArrays
 from avfr.codec.train import BEST_CKPT, LAST_CKPT, LOG_CSV, VAL_CSV, TrainConfig, load_checkpoint, lr_factor, train
@@ -41,21 +42,6 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _assert_same_state(a: object, b: object, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for k in a:
-            _assert_same_state(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where  # type: ignore[arg-type]
-        for k, (x, y) in enumerate(zip(a, b, strict=True)):  # type: ignore[call-overload]
-            _assert_same_state(x, y, f"{where}[{k}]")
-    else:
-        assert a == b, where
-
-
 def test_lr_schedule() -> None:
     cfg = TrainConfig(steps=100, warmup_steps=10, schedule="multistep", milestones=(0.6, 0.9), gamma=0.1)
     assert lr_factor(cfg, 0) == pytest.approx(0.1)
@@ -82,7 +68,7 @@ def test_resume_is_exact(clips: list[ClipArrays], tmp_path: Path) -> None:
     a, b = load_checkpoint(split_run / LAST_CKPT), load_checkpoint(straight / LAST_CKPT)
     assert a["step"] == b["step"] == 4
     for key in ("model", "discriminator", "opt_g", "opt_d", "rng"):
-        _assert_same_state(a[key], b[key], key)
+        assert_same_state(a[key], b[key], key)
     assert [r["step"] for r in _rows(split_run / LOG_CSV)] == ["1", "2", "3", "4"]
     with pytest.raises(FileExistsError):
         train(cfg, train_clips, [], straight, progress=False)
@@ -139,8 +125,8 @@ def test_init_from_a_checkpoint_and_mouth_term(clips: list[ClipArrays], tmp_path
     train(start, _split(clips, "train"), [], tmp_path / "b", progress=False)
     copied = load_checkpoint(tmp_path / "b" / LAST_CKPT)
     assert copied["step"] == 0
-    _assert_same_state(copied["model"], source["model"], "model")
-    _assert_same_state(copied["discriminator"], source["discriminator"], "discriminator")
+    assert_same_state(copied["model"], source["model"], "model")
+    assert_same_state(copied["discriminator"], source["discriminator"], "discriminator")
     tuned = TrainConfig(**{**start.__dict__, "steps": 1, "mouth_l1": 5.0})
     train(tuned, _split(clips, "train"), [], tmp_path / "c", progress=False)
     row = _rows(tmp_path / "c" / LOG_CSV)[-1]
@@ -210,18 +196,18 @@ def test_snapshots_and_init_from_a_weights_file(clips: list[ClipArrays], tmp_pat
     last = load_weights(tmp_path / "a" / snapshot_name(2))  # the generator of the last step, fp16-rounded
     expected = {k: v.half().float() if v.is_floating_point() else v
                 for k, v in load_checkpoint(tmp_path / "a" / LAST_CKPT)["model"].items()}
-    _assert_same_state(last.state_dict(), expected, "snapshot")
+    assert_same_state(last.state_dict(), expected, "snapshot")
 
     # a weights file (the shipped format) starts a fine-tune: its generator, a fresh discriminator
     start = TrainConfig(batch_size=1, steps=0, num_threads=2, device="cpu",
                         init_from=str(tmp_path / "a" / snapshot_name(2)))
     train(start, _split(clips, "train"), [], tmp_path / "b", progress=False)
     copied = load_checkpoint(tmp_path / "b" / LAST_CKPT)
-    _assert_same_state(copied["model"], expected, "model")
+    assert_same_state(copied["model"], expected, "model")
     torch.manual_seed(0)
     fresh = TrainConfig(batch_size=1, steps=0, num_threads=2, device="cpu")
     train(fresh, _split(clips, "train"), [], tmp_path / "c", progress=False)
-    _assert_same_state(copied["discriminator"], load_checkpoint(tmp_path / "c" / LAST_CKPT)["discriminator"])
+    assert_same_state(copied["discriminator"], load_checkpoint(tmp_path / "c" / LAST_CKPT)["discriminator"])
     with pytest.raises(ValueError, match="use_priors"):
         train(TrainConfig(**{**start.__dict__, "use_priors": False}), _split(clips, "train"), [], tmp_path / "d",
               progress=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_helpers import assert_same_state
 
 from avfr.codec.train import LAST_CKPT, LOG_CSV, load_checkpoint
 from avfr.codec.train.distributed import HASH_ENV, rank_seed
@@ -40,21 +41,6 @@ def _torchrun(args: list[str]) -> str:
 
 def _hashes(run: Path, rank: int) -> list[str]:
     return (run / f"hashes-rank{rank}.txt").read_text().splitlines()
-
-
-def _assert_same(a: object, b: object, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for k, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{where}[{k}]")
-    else:
-        assert a == b, where
 
 
 @pytest.mark.slow
@@ -89,7 +75,7 @@ def test_torchrun_two_processes_train_alike_and_resume_exactly(tmp_path: Path, c
     assert _hashes(split, 0) == _hashes(split, 1) == h0
     resumed = load_checkpoint(split / LAST_CKPT)
     for key in ("model", "discriminator", "opt_g", "opt_d", "rng_ranks", "seeds", "step"):
-        _assert_same(resumed[key], ckpt[key], key)
+        assert_same_state(resumed[key], ckpt[key], key)
 
     # the world-size-2 checkpoint resumes in one process: streams restarted from (seed, rank, step), logged
     from avfr.cli import main
