@@ -170,7 +170,8 @@ export class Player {
 
   /** Level of what is playing now (RMS of the analyser's window, 0..1). */
   level() {
-    const buf = new Float32Array(this.analyser.fftSize);
+    this._levelBuf ??= new Float32Array(this.analyser.fftSize); // read 20 times a second: allocated once
+    const buf = this._levelBuf;
     this.analyser.getFloatTimeDomainData(buf);
     let s = 0;
     for (const v of buf) s += v * v;
