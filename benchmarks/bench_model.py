@@ -175,32 +175,28 @@ def bench_ort(
                 )
 
 
-def bench_torch_cuda(model: AvfrModel, iters: int, warmup: int) -> None:
-    """torch CUDA latency of the per-frame parts (fp32 and bf16 autocast), batch 1."""
+def bench_torch_cuda(model: AvfrModel, iters: int, warmup: int, batches: tuple[int, ...] = (1,)) -> None:
+    """torch CUDA latency of the per-frame parts (fp32 and bf16 autocast) at each batch size (frames_per_s =
+    batch / median)."""
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(0)
     m = model.to(dev).eval()
-    source, driving, mel = (t.to(dev) for t in example_inputs(model))
-    with torch.no_grad():
-        cache = m.encode_source(source)
-        kp, jac = m.detect(driving)
-    for dtype in ("fp32", "bf16"):
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            for graph, fn in (
-                ("sender", lambda: m.detect(driving)),
-                ("receiver_frame", lambda: m.render(*cache, kp, jac, mel)),
-            ):
-                stats = _time(fn, iters, warmup, torch.cuda.synchronize)
-                _emit(
-                    {
-                        "bench": "torch_cuda",
-                        "config": model.config.name,
-                        "graph": graph,
-                        "dtype": dtype,
-                        **stats,
-                        **_base(name),
-                    }
-                )
+    source1, driving1, mel1 = (t.to(dev) for t in example_inputs(model))
+    for batch in batches:
+        source, driving, mel = (t.expand(batch, *t.shape[1:]).contiguous() for t in (source1, driving1, mel1))
+        with torch.no_grad():
+            cache = m.encode_source(source)
+            kp, jac = m.detect(driving)
+        for dtype in ("fp32", "bf16"):
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                for graph, fn in (
+                    ("sender", lambda d=driving: m.detect(d)),
+                    ("receiver_frame", lambda c=cache, k=kp, j=jac, a=mel: m.render(*c, k, j, a)),
+                ):
+                    stats = _time(fn, iters, warmup, torch.cuda.synchronize)
+                    _emit({"bench": "torch_cuda", "config": model.config.name, "graph": graph, "dtype": dtype,
+                           "batch": batch, **stats, "frames_per_s": round(batch * 1000 / stats["median_ms"], 1),
+                           **_base(name)})
     model.cpu()
 
 
@@ -270,6 +266,8 @@ def main() -> None:
     parser.add_argument(
         "--cuda", action="store_true", help="also time on CUDA (torch, and ORT if it has CUDA)"
     )
+    parser.add_argument("--cuda-batch", type=int, nargs="+", default=[1],
+                        help="batch sizes of the CUDA per-frame timings (default: 1)")
     parser.add_argument("--train-batch", type=int, nargs="+", default=[0],
                         help="time a training step at these batch sizes (0: no training step)")
     parser.add_argument("--train-variants", default="eager",
@@ -288,7 +286,7 @@ def main() -> None:
     if args.cuda and not cuda:
         _emit({"bench": "skip", "reason": "CUDA not available", **_base(cpu)})
     if cuda:
-        bench_torch_cuda(model, args.iters, args.warmup)
+        bench_torch_cuda(model, args.iters, args.warmup, tuple(args.cuda_batch))
         if "CUDAExecutionProvider" in ort.get_available_providers():
             bench_ort(
                 model,

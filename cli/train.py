@@ -63,6 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init", metavar="CKPT", default=None,
                    help="start a new run from this training checkpoint's G and D, or from a weights file's G "
                    "(e.g. models/avfr-small-*.pt; fresh discriminator) (fine-tuning)")
+    p.add_argument("--init-detector", metavar="CKPT", default=None,
+                   help="take the keypoint detector from this checkpoint or weights file (any config with the same "
+                   "detector: e.g. --config wide --init-detector models/avfr-small-*.pt); needs --freeze-detector, "
+                   "so the new generator reads the shipped sender's keypoint stream")
     p.add_argument("--mouth-l1", type=float, default=None, metavar="W",
                    help="weight of an extra L1 term inside the driving mouth box (default: 0, off)")
     p.add_argument("--wire-noise", type=float, default=None, metavar="P",
@@ -167,7 +171,8 @@ def _train(args: argparse.Namespace) -> int:
         "val_every": args.val_every, "val_max_per_clip": args.val_frames, "use_audio": not args.no_audio,
         "use_priors": not args.no_priors, "augment": not args.no_augment, "causal": args.causal,
         "amp": args.amp, "compile": args.compile, "num_threads": args.threads, "seed": args.seed,
-        "schedule": args.schedule, "init_from": args.init, "mouth_l1": args.mouth_l1,
+        "schedule": args.schedule, "init_from": args.init, "init_detector": args.init_detector,
+        "mouth_l1": args.mouth_l1,
         "freeze_detector": args.freeze_detector or None, "wire_noise": args.wire_noise,
         "hold_kp": args.hold_kp, "hold_max_lag": args.hold_max_lag, "audio_mouth": args.audio_mouth,
         "audio_lr_mult": args.audio_lr_mult, "snapshot_every": args.snapshot_every,

@@ -24,6 +24,14 @@
 #         "noaudio:--batch 32 --lr 3e-4 --steps 4000 --gan-warmup 1000 --snapshot-every 250 --val-every 1000 --no-audio" \
 #         "ft:--init models/avfr-small-SHA8.pt --batch 32 --lr 5e-5 --steps 100000 --schedule constant \
 #              --gan-warmup 0 --mouth-l1 5 --freeze-detector --wire-noise 0.75 --val-every 1000"
+# The GPU generator (issue 13, capacity): a wide generator and a fresh small one, both on the shipped keypoint
+# detector (frozen: one keypoint stream for both receivers), under the same time limit on the shared GPU (no
+# --snapshot-every: compared at the same minutes, not the same step; then `avfr-codec export wide-best.pt --out
+# models --detector-of models/avfr-small.json --device gpu` if it beats small on dev):
+#         "wide:--config wide --init-detector models/avfr-small-SHA8.pt --freeze-detector --batch 32 --lr 3e-4 \
+#              --steps 100000 --gan-warmup 1000 --mouth-l1 5 --wire-noise 0.75 --val-every 1000" \
+#         "small:--init-detector models/avfr-small-SHA8.pt --freeze-detector --batch 32 --lr 3e-4 --steps 100000 \
+#              --gan-warmup 1000 --mouth-l1 5 --wire-noise 0.75 --val-every 1000"
 # TORCHRUN_RUNS="ft" runs the named runs under torchrun (one process: the DDP/NCCL path, same training); after the
 # runs, the training-step variants and the many-calls benchmark go into bench_model.jsonl (TRAIN_BENCH_S,
 # MANY_CALLS_S: their time limits in s, 0 skips).
@@ -61,8 +69,11 @@ for i in "${!pids[@]}"; do
   echo "${names[$i]}: exit $?"
   grep -v -E "XNNPACK|absl|W0000" "/tmp/run-${names[$i]}/train.log" | tail -6
 done
-timeout 90 python3 benchmarks/bench_model.py --config small --cuda --no-ort --threads 2 --iters 100 \
-  > /tmp/bench_model.jsonl 2>/tmp/bench_model.err
+# GPU speed of both generators on the one detector, batch 1 and 32 (issue 13, capacity)
+for config in small wide; do
+  timeout 90 python3 benchmarks/bench_model.py --config $config --cuda --no-ort --threads 2 --iters 100 \
+    --cuda-batch 1 32 >> /tmp/bench_model.jsonl 2>>/tmp/bench_model.err
+done
 # The training step side by side (issue 13: make it >= 2x faster): eager vs Adam's fused kernels vs torch.compile
 # of both losses (+ channels_last), at batch 64 and 256; TRAIN_BENCH_S=0 skips it (compiling costs ~1 min each).
 if [ "${TRAIN_BENCH_S:-240}" -gt 0 ]; then

@@ -80,8 +80,9 @@ class Hello:
     """First message on the reliable channel: what the sender will send and with which model.
 
     Attributes:
-        model_id: name of the generator model the keypoints are meant for (e.g. "avfr-k10-small").
-        weights_sha256: lowercase hex sha256 of the weights that produced the keypoints.
+        model_id: name of the keypoint detector that produced the keypoints (e.g. "avfr-small"); any generator
+            trained on that detector can draw them (SPEC.md, rule 7).
+        weights_sha256: lowercase hex sha256 of the detector's weights (the sender graph).
         num_kp: K, keypoints per frame.
         fps: keypoint packets per second; 90000 / fps must be an integer (ts_90k step).
         quant: bit depths and jacobian range of the keypoint stream.
@@ -162,7 +163,7 @@ def _check_media(msg: Hello | Session, name: str) -> None:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A generator model the receiver holds."""
+    """A generator the receiver holds, by the keypoint detector it was trained on (what a Hello names)."""
 
     model_id: str
     weights_sha256: str

@@ -157,7 +157,13 @@ class TorchBatchBackend:
 
     @classmethod
     def for_cuda(cls, **kwargs: Any) -> TorchBatchBackend:
-        """bf16 and compiled on the first CUDA device (what `default_backend` picks when CUDA is present)."""
+        """bf16 and compiled on the first CUDA device (what `default_backend` picks when CUDA is present), with
+        the generator shipped for GPUs when there is one (`avfr.codec.runtime.generator_for`: same keypoint
+        detector, so the same calls), else the shipped one."""
+        if kwargs.get("weights") is None:
+            from avfr.codec.runtime import generator_for, load_manifest, shipped_torch_weights
+
+            kwargs["weights"] = shipped_torch_weights(load_manifest(generator_for("cuda")).name)
         return cls("cuda", bf16=True, compile=True, **kwargs)
 
     def encode(self, source: np.ndarray) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def test_browser_frames_match_python(page_server, python_side, name):
                                     "frames": inputs, "threads": 1})
         finally:
             browser.close()
-    assert result["manifestSha256"] == model.weights_sha256
+    assert result["manifestSha256"] == model.manifest_sha256
     js_rgb = np.frombuffer(base64.b64decode(result["rgb"]), np.uint8).reshape(256, 256, 3)
     decode_psnr = psnr_u8(js_rgb, rgb)
     js_mesh = np.frombuffer(base64.b64decode(result["mesh"]), np.uint8).reshape(256, 256)

@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "source_image_size": "source_image",
     "source_input": "source_image",
     "SHIPPED_MODEL": "weights",
+    "generator_for": "weights",
     "models_dir": "weights",
     "shipped_manifest": "weights",
     "shipped_torch_weights": "weights",

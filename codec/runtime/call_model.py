@@ -16,18 +16,29 @@ __all__ = ["CallModel", "load_call_model"]
 class CallModel:
     """A loaded manifest and the identity the Hello carries.
 
+    The Hello names the keypoint detector, not the generator: the sender's keypoints depend only on its sender
+    graph, so any receiver generator trained on that (frozen) detector can draw them, a small one on a CPU and
+    a wider one on a GPU.
+
     Attributes:
         manifest: graph paths and hashes.
-        model_id: the manifest's model name (Hello.model_id).
-        weights_sha256: sha256 of the manifest file, which pins the sha256 of all three graphs
-            (Hello.weights_sha256: two peers agree iff they run the same graphs).
+        model_id: the detector's name (the manifest's ``detector``; Hello.model_id).
+        weights_sha256: sha256 of the sender graph, the detector that makes the keypoints
+            (Hello.weights_sha256: a receiver accepts a call iff it holds a generator for that detector).
         path: the manifest file (a browser receiver fetches it), when loaded from one.
+        manifest_sha256: sha256 of the manifest file, which pins all three graphs (this generator exactly).
     """
 
     manifest: OnnxManifest
     model_id: str
     weights_sha256: str
     path: Path | None = None
+    manifest_sha256: str = ""
+
+    @property
+    def generator(self) -> str:
+        """The generator's name (the manifest's ``name``, e.g. "avfr-small")."""
+        return self.manifest.name
 
 
 def load_call_model(manifest_path: str | Path | None = None) -> CallModel:
@@ -40,4 +51,4 @@ def load_call_model(manifest_path: str | Path | None = None) -> CallModel:
     path = Path(manifest_path) if manifest_path is not None else shipped_manifest()
     manifest = load_manifest(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return CallModel(manifest, manifest.name, digest, path)
+    return CallModel(manifest, manifest.detector, manifest.sha256["sender"], path, digest)

@@ -30,17 +30,17 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from avfr.codec.nets import AvfrModel
-from avfr.codec.runtime.sessions import HOLD_INPUT
+from avfr.codec.runtime.sessions import HOLD_INPUT, MANIFEST_DEVICES, MANIFEST_FORMAT
 
 logger = logging.getLogger(__name__)
 
 OPSET = 17
-MANIFEST_FORMAT = "avfr-onnx/1"
 
 SENDER_INPUTS = ("frame",)
 SENDER_OUTPUTS = ("kp", "jac")
@@ -160,6 +160,40 @@ def _export_bytes(
     return buf.getvalue()
 
 
+def same_computation(a: bytes, b: bytes) -> bool:
+    """True when two ONNX graphs compute the same thing: the same nodes, attributes, weights and graph inputs /
+    outputs, in the same order, with only the exporter's internal value and node names differing (the legacy
+    exporter numbers folded weights by the whole traced module's size, so one detector inside a wider model
+    exports under other names)."""
+    import onnx
+
+    return _canonical(onnx.load_from_string(a)) == _canonical(onnx.load_from_string(b))
+
+
+def _canonical(model: Any) -> bytes:
+    g = model.graph
+    keep = {v.name for v in (*g.input, *g.output)}
+    names: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        return name if not name or name in keep else names.setdefault(name, f"v{len(names)}")
+
+    for node in g.node:
+        node.name = ""
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for init in g.initializer:
+        init.name = rename(init.name)
+    ordered = sorted(g.initializer, key=lambda t: int(t.name[1:]) if t.name[1:].isdigit() else -1)
+    copies = [type(t)() for t in ordered]
+    for dst, src in zip(copies, ordered, strict=True):
+        dst.CopyFrom(src)
+    del g.initializer[:]
+    g.initializer.extend(copies)
+    del g.value_info[:]
+    return model.SerializeToString()
+
+
 def example_inputs(model: AvfrModel, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Deterministic example (source, driving, mel) for tracing and parity tests, batch 1.
 
@@ -176,17 +210,23 @@ def example_inputs(model: AvfrModel, seed: int = 0) -> tuple[Tensor, Tensor, Ten
     return source, driving, mel
 
 
-def export_model(model: AvfrModel, out_dir: str | Path, name: str | None = None) -> ExportedModel:
+def export_model(model: AvfrModel, out_dir: str | Path, name: str | None = None, detector: str | None = None,
+                 device: str = "cpu") -> ExportedModel:
     """Export the three graphs of ``model`` (put in eval mode, on CPU) and write the manifest.
 
     Args:
         model: the model (weights as loaded).
         out_dir: output folder (created).
         name: file prefix (default: the config name).
+        detector: the keypoint detector's name, what the Hello's ``model_id`` says (default: ``name``; a
+            generator trained on another model's frozen detector takes that model's detector name).
+        device: what the generator is sized for, "cpu" or "gpu" (the manifest's ``device``).
 
     Returns:
         :class:`ExportedModel` with the written paths.
     """
+    if device not in MANIFEST_DEVICES:
+        raise ValueError(f"device must be one of {MANIFEST_DEVICES}, got {device!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = name or model.config.name
@@ -221,6 +261,8 @@ def export_model(model: AvfrModel, out_dir: str | Path, name: str | None = None)
             {
                 "format": MANIFEST_FORMAT,
                 "name": name,
+                "detector": detector or name,
+                "device": device,
                 "num_kp": model.config.num_kp,
                 "image_size": model.config.image_size,
                 "use_audio": model.config.use_audio,

@@ -24,6 +24,7 @@ import onnxruntime as ort
 logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "avfr-onnx/1"
+MANIFEST_DEVICES = ("cpu", "gpu")  # what a generator is sized for (OnnxManifest.device)
 HOLD_INPUT = "held_frames"  # (1, 1) float32 input of receiver_frame graphs of ``generator.hold_input`` models
 SOURCE_OUTPUTS = ("kp_source", "jac_source", "src64", "src128", "source_out", "feat64", "skip128", "skip256")
 
@@ -105,7 +106,13 @@ def relative_motion(
 
 @dataclass(frozen=True)
 class OnnxManifest:
-    """What ``avfr.codec.runtime.export.export_model`` wrote: graph paths, their SHA-256 and K."""
+    """What ``avfr.codec.runtime.export.export_model`` wrote: graph paths, their SHA-256 and K.
+
+    ``detector`` names the keypoint detector (the sender graph, pinned by ``sha256["sender"]``) whose keypoints
+    the receiver graphs were trained on: generators of several sizes trained on one frozen detector read the
+    same keypoint stream. ``device`` is what the generator is sized for: "cpu" (onnxruntime on a 2-core
+    receiver) or "gpu" (a receiver with CUDA: `avfr.codec.runtime.weights.generator_for`).
+    """
 
     name: str
     num_kp: int
@@ -115,6 +122,8 @@ class OnnxManifest:
     receiver_source: Path
     receiver_frame: Path
     sha256: dict[str, str]
+    detector: str = ""
+    device: str = "cpu"
 
 
 def load_manifest(path: str | Path) -> OnnxManifest:
@@ -128,6 +137,9 @@ def load_manifest(path: str | Path) -> OnnxManifest:
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{p}: not an {MANIFEST_FORMAT} manifest")
     graphs = data["graphs"]
+    device = str(data.get("device", "cpu"))
+    if device not in MANIFEST_DEVICES:
+        raise ValueError(f"{p}: device {device!r} is not one of {MANIFEST_DEVICES}")
     return OnnxManifest(
         name=str(data["name"]),
         num_kp=int(data["num_kp"]),
@@ -137,6 +149,8 @@ def load_manifest(path: str | Path) -> OnnxManifest:
         receiver_source=p.parent / graphs["receiver_source"]["file"],
         receiver_frame=p.parent / graphs["receiver_frame"]["file"],
         sha256={k: str(v["sha256"]) for k, v in graphs.items()},
+        detector=str(data.get("detector", data["name"])),  # manifests before the field: the model's own name
+        device=device,
     )
 
 

@@ -36,6 +36,33 @@ def shipped_manifest(name: str = SHIPPED_MODEL) -> Path:
     return path
 
 
+def generator_for(device: str, name: str = SHIPPED_MODEL) -> Path:
+    """The manifest of the generator a receiver on ``device`` should draw ``name``'s keypoints with.
+
+    Every shipped manifest trained on the same keypoint detector as ``name`` (same ``detector`` and sender
+    graph sha256) reads the same stream; on "cuda" the one sized for a GPU (manifest ``device`` "gpu") is
+    preferred when one is shipped, elsewhere (and when none is) ``name`` itself.
+
+    Raises:
+        FileNotFoundError: ``name`` is not shipped.
+    """
+    from avfr.codec.runtime.sessions import load_manifest
+
+    own_path = shipped_manifest(name)
+    if device != "cuda":
+        return own_path
+    own = load_manifest(own_path)
+    for path in sorted(models_dir().glob("*.json")):
+        try:
+            other = load_manifest(path)
+        except (ValueError, KeyError, TypeError, OSError):
+            continue  # not a manifest of this format
+        if (other.device == "gpu" and other.detector == own.detector
+                and other.sha256.get("sender") == own.sha256["sender"] and other.num_kp == own.num_kp):
+            return path
+    return own_path
+
+
 def shipped_torch_weights(name: str = SHIPPED_MODEL) -> tuple[Path, str]:
     """Path of ``<name>-<sha8>.pt`` and its sha8 (the loader checks the full file against it).
 

@@ -237,6 +237,24 @@ def init_weights(path: Path, cfg: TrainConfig, model: nn.Module, disc: nn.Module
     log.info("initialised from %s (%s)", path, what)
 
 
+def init_detector(path: Path, model: nn.Module) -> None:
+    """Copy the keypoint detector of a checkpoint or weights file (of any config with the same detector, e.g.
+    the shipped ``small`` into a ``wide`` run) into ``model``; the rest of ``model`` keeps its initialisation.
+
+    Raises:
+        ValueError: the file is neither format, or its detector does not fit this model's.
+    """
+    model_state = _read_init(path)[0]
+    prefix = "kp_detector."
+    state = {k[len(prefix):]: v for k, v in model_state.items() if k.startswith(prefix)}
+    try:
+        model.kp_detector.load_state_dict(state)  # type: ignore[union-attr]
+    except RuntimeError as exc:  # missing / unexpected keys or other shapes
+        raise ValueError(f"--init-detector {path}: its keypoint detector does not fit this config's: "
+                         f"{str(exc).splitlines()[0]}") from exc
+    log.info("keypoint detector from %s (%d tensors)", path, len(state))
+
+
 def save_checkpoint(state: Mapping[str, Any], out_dir: Path, model: nn.Module, new_best: bool) -> None:
     """Write ``state`` as ckpt-last.pt (atomically); on a new best also as ckpt-best.pt, with the model alone
     as weights-best.pt."""

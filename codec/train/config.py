@@ -60,6 +60,8 @@ class TrainConfig:
     audio_lr_mult: float = 1.0  # learning rate of the audio branch (encoders, mouth head, hold layers) x this
     freeze_detector: bool = False  # keypoint detector fixed (eval mode, no equivariance): the sender graph stays
     init_from: str = ""  # a new run starts from this checkpoint's G and D weights, or a weights file's G (fine-tuning)
+    init_detector: str = ""  # a new run takes its keypoint detector from this checkpoint / weights file (any config
+    # with the same detector, e.g. small's for "wide"); needs freeze_detector: the keypoint stream stays the same
     snapshot_every: int = 0  # also write the generator alone (fp16) as weights-step<N>.pt every N steps; 0 = off
     time_limit_min: float = 0.0  # stop cleanly (checkpoint written) before this wall-clock budget; 0 = none
 
@@ -72,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"device {self.device!r}: expected auto, cpu or cuda")
         if not 0.0 <= self.hold_kp <= 1.0 or self.hold_max_lag < 1:
             raise ValueError("hold_kp must be in [0, 1] and hold_max_lag >= 1")
+        if self.init_detector and not self.freeze_detector:
+            raise ValueError("init_detector needs freeze_detector (the detector must stay the one the sender runs)")
         if self.snapshot_every < 0:
             raise ValueError("snapshot_every must be >= 0")
 

@@ -43,6 +43,7 @@ from avfr.codec.train.checkpoint import (
     LOG_CSV,
     VAL_CSV,
     CsvLog,
+    init_detector,
     init_weights,
     load_checkpoint,
     restore_training_state,
@@ -250,6 +251,8 @@ class _Trainer:
             log.warning("resume: no %s yet, starting a new run", last_path)
         if not resumed and cfg.init_from:
             init_weights(Path(cfg.init_from), cfg, self.model, self.disc)
+        if not resumed and cfg.init_detector:
+            init_detector(Path(cfg.init_detector), self.model)
         self.disc.requires_grad_(True)  # DDP's reducer takes the parameters that need a gradient now
         self.g_obj, self.d_obj = d.wrap(self.g_obj, self.device), d.wrap(self.d_obj, self.device)
         if d.enabled and d.main:

@@ -78,7 +78,8 @@ async function join({ graphs, priors }) {
     capture: params.get("capture") === "1" });
   let opus = null;
   const decoder = new Decoder({ realtime: true },
-    receiverCapabilities({ modelId: graphs.info.name, weightsSha256: graphs.info.sha256, numKp: graphs.info.numKp }),
+    receiverCapabilities({ modelId: graphs.info.detector, weightsSha256: graphs.info.detectorSha256,
+      numKp: graphs.info.numKp }),
     { pcmProvider: (hello) => (opus = new WebCodecsOpus({ bitrateBps: hello.audio.bitrateBps, onOutput: pump })),
       waitForPicture: true });
   state.player = player;

@@ -2,8 +2,8 @@
 // then one frame per keypoint set (receiver_frame); the browser twin of avfr.codec.runtime.ReceiverModel.
 //
 // The graphs come from the page's server with the ONNX manifest (models/<name>.json); each file's sha256 is
-// checked against the manifest before onnxruntime sees it, and the manifest's own sha256 is what the caller's
-// Hello must name (HELLO.weights_sha256).
+// checked against the manifest before onnxruntime sees it; the caller's Hello must name the manifest's detector
+// (HELLO.model_id) and its sender graph's sha256 (HELLO.weights_sha256), the keypoints these graphs were trained on.
 
 export const SOURCE_OUTPUTS = ["kp_source", "jac_source", "src64", "src128", "source_out", "feat64", "skip128",
   "skip256"];
@@ -28,7 +28,8 @@ export class ReceiverGraphs {
    * @param {object} ort the onnxruntime-web module
    * @param {object} sourceSession receiver_source session
    * @param {object} frameSession receiver_frame session
-   * @param {{name: string, numKp: number, sha256: string}} info the manifest's model name, K and its sha256
+   * @param {{name: string, numKp: number, sha256: string, detector: string, detectorSha256: string}} info the
+   *   manifest's generator name, K, the manifest's sha256, the detector's name and its sender graph's sha256
    */
   constructor(ort, sourceSession, frameSession, info) {
     this.ort = ort;
@@ -59,7 +60,9 @@ export class ReceiverGraphs {
       sessions.push(await ort.InferenceSession.create(bytes, { executionProviders: providers,
         graphOptimizationLevel: "all" }));
     }
-    const info = { name: manifest.name, numKp: manifest.num_kp, sha256: await sha256Hex(manifestBytes) };
+    // The Hello names the keypoint detector (the sender graph), not this generator: see avfr/proto/SPEC.md.
+    const info = { name: manifest.name, numKp: manifest.num_kp, sha256: await sha256Hex(manifestBytes),
+      detector: manifest.detector ?? manifest.name, detectorSha256: manifest.graphs.sender.sha256 };
     return new ReceiverGraphs(ort, sessions[0], sessions[1], info);
   }
 
