@@ -93,7 +93,7 @@ class AvfrModels:
         from avfr.sender import load_call_model
 
         model = load_call_model(manifest)
-        return cls(model, PriorExtractor(mesh=True, mask=True), threads, model.model_id,
+        return cls(model, PriorExtractor(mesh=True, mask=True), threads, model.generator,
                    dict(model.manifest.sha256))
 
     def close(self) -> None:
