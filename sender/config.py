@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["EncoderConfig", "EncoderStats", "OutMessage"]
+__all__ = ["REFRESH_PICKS", "EncoderConfig", "EncoderStats", "OutMessage"]
+
+REFRESH_PICKS = ("current", "neutral")  # EncoderConfig.refresh_pick
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,23 @@ class EncoderConfig:
             refresh only has to give the generator the new pose: on the large-motion dev clips a 96 px WebP
             at quality 30 (~0.6 kB) draws the following frames as well as a 256 px one at quality 90 (~6 kB).
         refresh_quality: WebP quality of an automatic refresh image.
+        refresh_pick: the frame an automatic refresh sends: "current" (the frame of the drift check) or
+            "neutral" (of the face frames since the last check, the one with the eyes most open and the mouth
+            most closed: `avfr.sender.drift.NeutralWindow`). A refresh the receiver asks for sends the
+            current frame either way. Measured on the 4 dev clips that refresh (edtalk_expr, pcavs_00098,
+            pcavs_681100216, lp_d9; `avfr-codec bench --split dev --codecs avfr --avfr-points q7 --no-identity`,
+            whole clips; kbit/s: keypoints + refreshes; mouth LMD over the 40 lip points):
+
+            | refresh_pick | kbit/s | PSNR dB | SSIM | VMAF | LMD px | mouth LMD px | refreshes |
+            |---|---:|---:|---:|---:|---:|---:|---:|
+            | **current (default)** | 2.45 | **20.84** | 0.755 | **15.04** | 2.82 | **3.60** | 7 |
+            | neutral | **2.36** | 20.78 | **0.756** | 14.29 | **2.74** | 3.76 | 6 |
+
+            PSNR per clip, current -> neutral: edtalk_expr 18.61 -> 18.99, pcavs_00098 19.42 -> 18.97,
+            pcavs_681100216 20.60 -> 20.32, lp_d9 24.73 -> 24.83 (one refresh fewer); mouth LMD 4.35 -> 4.27,
+            3.06 -> 3.53, 3.16 -> 3.11, 3.83 -> 4.13. Neutral frames help the expressive clip (LMD 3.76 -> 3.50
+            px) but lose PSNR on two clips and mouth LMD on the mean (the frame picked may be up to 1 s older
+            than the pose that drifted), so the default stays "current".
         refresh_payback_s: the keypoint rate control pays an automatic refresh back over this long (its bits
             are added to the keypoint window, spread over the period), so keypoints + refreshes stay near
             keypoint_budget_bps (0: refreshes come on top of the budget).
@@ -58,9 +77,14 @@ class EncoderConfig:
     source_quality: int = 90
     refresh_size: int = 96
     refresh_quality: int = 30
+    refresh_pick: str = "current"
     refresh_payback_s: float = 10.0
     ts0_90k: int = 0
     first_seq: int = 0
+
+    def __post_init__(self) -> None:
+        if self.refresh_pick not in REFRESH_PICKS:
+            raise ValueError(f"refresh_pick is {self.refresh_pick!r}, not one of {REFRESH_PICKS}")
 
 
 @dataclass
@@ -83,6 +107,7 @@ class EncoderStats:
     source_bytes: int = 0
     refreshes: int = 0  # source images re-sent (drift, request or forced)
     refresh_bytes: int = 0  # their SOURCE_CHUNK bytes (source_bytes includes them)
+    refresh_frame: int = -1  # the camera frame the last refresh image shows (-1: none yet)
     keys_requested: int = 0
     drift_checks: int = 0
     last_drift_psnr_db: float = float("nan")

@@ -7,6 +7,10 @@ is coded). Without loss this is bit-exactly the far end's picture (`last_replica
 of that picture against the camera frame and asks for a fresh source image (the current frame, small and
 cheap: `EncoderConfig.refresh_size`) when the PSNR falls `drift_threshold_db` below the best it reached since
 the last source change (the first check after a change only sets that level).
+
+`NeutralWindow` holds the face frames since the last check and picks the most neutral one (eyes open, mouth
+closed: `neutral_score`) as that source image (`EncoderConfig.refresh_pick` "neutral"): the generator warps the
+source image and keeps its expression, so a refresh that caught a blink or an open mouth shows it for seconds.
 """
 
 from __future__ import annotations
@@ -18,22 +22,80 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfr.codec.data import SAMPLES_PER_FRAME, log_mel_window, pcm_window
+from avfr.codec.data import SAMPLES_PER_FRAME, log_mel_window, mouth_opening, pcm_window
 from avfr.codec.runtime import OpusDecoder, ReceiverModel, source_input
 from avfr.sender.config import EncoderConfig
 
-__all__ = ["DRIFT_LAG_FRAMES", "DriftMonitor", "DriftReading", "psnr_db"]
+__all__ = ["DRIFT_LAG_FRAMES", "DriftMonitor", "DriftReading", "NeutralWindow", "neutral_score", "psnr_db"]
 
 logger = logging.getLogger(__name__)
 
 DRIFT_LAG_FRAMES = 4  # the drift check renders the frame 160 ms back, once its whole audio window was coded
 REPLICA_PCM_SAMPLES = 8 * 16_000  # the replica keeps the last 8 s of decoded speech
+EYE_LID_PAIRS = ((159, 145), (386, 374))  # mediapipe face mesh: upper / lower lid of the left and right eye
+FACE_HEIGHT_PAIR = (10, 152)  # forehead / chin (as avfr.codec.data.mouth_shape)
+NEUTRAL_TIE = 0.005  # neutral scores this close to the best (0.5 % of the face height) tie: the latest wins
 
 
 def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR of two uint8 images in dB (100 for identical images)."""
     mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
     return 100.0 if mse <= 1e-10 else 10.0 * np.log10(255.0**2 / mse)
+
+
+def neutral_score(landmarks: np.ndarray) -> float:
+    """How neutral one face looks: eyes open, mouth closed.
+
+    Args:
+        landmarks: float (478, 2) px, mediapipe face mesh of one frame (NaN without a face).
+
+    Returns:
+        (left + right eye-lid gap - inner-lip gap) / face height (landmarks 159/145 + 386/374 - 13/14, over
+        10/152): about 0.1 for open eyes and a closed mouth, lower for a blink (-0.08) or an open mouth
+        (-0.05 to -0.2 in speech); NaN without a face. A ratio of distances: zoom and shift leave it unchanged.
+    """
+    x = np.asarray(landmarks, np.float64)  # (478, 2)
+    height = float(np.linalg.norm(x[FACE_HEIGHT_PAIR[0]] - x[FACE_HEIGHT_PAIR[1]]))
+    if not height > 0:
+        return float("nan")
+    eyes = sum(float(np.linalg.norm(x[i] - x[j])) for i, j in EYE_LID_PAIRS) / height
+    return float(eyes - mouth_opening(x[None])[0])
+
+
+class NeutralWindow:
+    """The face frames of the last `size` frames and the most neutral of them (`neutral_score`).
+
+    Args:
+        size: frames looked back (`drift_check_interval_frames`: the frames since the last drift check); at
+            most this many camera frames are held (uint8 (256, 256, 3) copies, 196 kB each).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._frames: deque[tuple[int, np.ndarray, float]] = deque(maxlen=self.size)  # (index, rgb, score)
+
+    def add(self, index: int, rgb: np.ndarray, landmarks: np.ndarray) -> None:
+        """Hold camera frame `index` (uint8 (H, W, 3), copied) with its landmarks (478, 2) px; frames without a
+        face (NaN landmarks) are skipped, frames `size` or more before `index` dropped."""
+        while self._frames and self._frames[0][0] <= index - self.size:
+            self._frames.popleft()
+        score = neutral_score(landmarks)
+        if np.isfinite(score):
+            self._frames.append((index, np.array(rgb, np.uint8, copy=True), score))
+
+    @property
+    def scores(self) -> list[tuple[int, float]]:
+        """(frame index, neutral score) of the frames held, oldest first."""
+        return [(index, score) for index, _, score in self._frames]
+
+    def pick(self) -> tuple[int, np.ndarray] | None:
+        """(frame index, rgb) of the most neutral frame held, the latest of those within NEUTRAL_TIE of the best
+        score (None: no face frame held)."""
+        if not self._frames:
+            return None
+        best = max(score for _, _, score in self._frames)
+        index, rgb, _ = next(f for f in reversed(self._frames) if f[2] >= best - NEUTRAL_TIE)
+        return index, rgb
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ or last packets; the copies have the same seq as the media packets and are dedup
 No face in the frame: the sender holds the last keypoints (counts `no_face_frames`) and the call goes on.
 
 The drift check (`avfr.sender.drift.DriftMonitor`) renders the far end's picture on the sender and asks for
-a fresh source image when it drifted; the rate control (`avfr.sender.rate_control.KeypointRateController`,
+a fresh source image when it drifted (the current frame, or the most neutral face frame since the last check:
+`EncoderConfig.refresh_pick`); the rate control (`avfr.sender.rate_control.KeypointRateController`,
 encoder-only: the wire format and the Hello do not change) keeps the keypoint stream under
 `keypoint_budget_bps`.
 """
@@ -64,7 +65,7 @@ from avfr.proto import (
     split_source_image,
 )
 from avfr.sender.config import EncoderConfig, EncoderStats, OutMessage
-from avfr.sender.drift import DriftMonitor
+from avfr.sender.drift import DriftMonitor, NeutralWindow
 from avfr.sender.rate_control import KeypointRateController
 
 __all__ = ["Encoder"]
@@ -103,6 +104,10 @@ class Encoder:
         self._drift: DriftMonitor | None = None  # the far end's picture, rendered here (None: drift check off)
         if cfg.drift_check_interval_frames > 0:
             self._drift = DriftMonitor(ReceiverModel.from_manifest(man, threads=cfg.threads), cfg)
+        # the face frames since the last drift check (None: automatic refreshes send the current frame)
+        self._neutral: NeutralWindow | None = None
+        if self._drift is not None and cfg.refresh_pick == "neutral":
+            self._neutral = NeutralWindow(cfg.drift_check_interval_frames)
         self._owns_extractor = extractor is None  # close() closes only what it built
         if extractor is None:
             from avfr.codec.data import PriorExtractor
@@ -226,6 +231,8 @@ class Encoder:
         else:
             kp, jac = self._last_kp  # hold: no face in the frame
             self.stats.no_face_frames += 1
+        if self._neutral is not None and priors.face_found:
+            self._neutral.add(index, rgb, priors.landmarks)
         out: list[OutMessage] = []
         ts = self.frame_ts_90k(index)
         if self._rate.prepare(self._kp_encoder, self.stats.frames) and self._last_sent is not None:
@@ -245,10 +252,12 @@ class Encoder:
         if self._pending_source:
             self._pending_source = False
             out.extend(self.refresh_source(rgb if priors.face_found else self._source_rgb))
+            if priors.face_found:
+                self.stats.refresh_frame = index
             if self._drift is not None:
                 self._drift.note_refresh(index)
         elif self._drift is not None and self._drift.due(index):
-            out.extend(self._drift_check(current=rgb, current_face=priors.face_found))
+            out.extend(self._drift_check(index, current=rgb, current_face=priors.face_found))
         return out
 
     def encode_hold(self, index: int) -> list[OutMessage]:
@@ -284,13 +293,24 @@ class Encoder:
         self.stats.rate_level = self._rate.level
         self.stats.keypoint_window_bps = self._rate.window_bps
 
-    def _drift_check(self, current: np.ndarray, current_face: bool) -> list[OutMessage]:
-        """Run the drift check; refresh the source (the current frame, uint8 (256, 256, 3)) when it drifted."""
+    def _drift_check(self, index: int, current: np.ndarray, current_face: bool) -> list[OutMessage]:
+        """Run the drift check after frame `index`; when it drifted, refresh the source with the current frame
+        (uint8 (256, 256, 3)) or, with refresh_pick "neutral", the most neutral face frame since the last check
+        (the replica then holds that image, as sent)."""
         reading = self._drift.check(current_face)
         self.stats.drift_ms += reading.elapsed_ms
         self.stats.drift_checks += 1
         self.stats.last_drift_psnr_db = reading.psnr_db
-        return self.refresh_source(current, small=True) if reading.refresh else []
+        if not reading.refresh:
+            return []
+        picked = None if self._neutral is None else self._neutral.pick()
+        frame, rgb = (index, current) if picked is None else picked
+        out = self.refresh_source(rgb, small=True)
+        self.stats.refresh_frame = frame
+        if frame != index:
+            logger.info("frame %d: the refresh image is frame %d (the most neutral since the last check)",
+                        index, frame)
+        return out
 
     def encode_audio(self, pcm: np.ndarray) -> list[OutMessage]:
         """Add float32 (N,) mono 16 kHz speech (sample 0 = frame 0); returns the Audio messages completed."""
