@@ -20,6 +20,22 @@ def require_shared_data() -> Path:
     return SHARED_DATA
 
 
+def first_frames(clip_id: str, n: int) -> list[np.ndarray]:
+    """The first ``n`` frames of a shared clip as `avfr.codec.data.VideoReader` gives them (uint8 (256, 256, 3)
+    RGB), or skip the test when the clip is absent."""
+    from avfr.codec.data import VideoReader
+
+    video = SHARED_DATA / "clips" / f"{clip_id}.mp4"
+    if not video.exists():
+        pytest.skip(f"../shared/data not found: {video}")
+    frames = []
+    for rgb in VideoReader(video):
+        if len(frames) >= n:
+            break
+        frames.append(rgb)
+    return frames
+
+
 def read_frames(path: Path, max_frames: int | None = None) -> np.ndarray:
     """Decode RGB frames with PyAV: uint8 (N, H, W, 3)."""
     import av

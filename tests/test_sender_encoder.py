@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from codec_data_helpers import first_frames
 
 from avfr.proto import (
     CONTROL_CHANNEL_LABEL,
@@ -20,23 +19,12 @@ from avfr.proto import (
 )
 from avfr.proto.control import Error, Refresh
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = "retalking_2"
 
 
 @pytest.fixture(scope="module")
 def clip():
-    from avfr.codec.data import VideoReader
-
-    video = DATA / "clips" / f"{CLIP}.mp4"
-    if not video.exists():
-        pytest.skip(f"../shared/data not found: {video}")
-    frames = []
-    for i, rgb in enumerate(VideoReader(video)):
-        if i >= 12:
-            break
-        frames.append(rgb)
-    return frames
+    return first_frames(CLIP, 12)
 
 
 @pytest.fixture(scope="module")
@@ -236,16 +224,9 @@ def _run(enc, frames):
 @pytest.fixture(scope="module")
 def expressive(model):
     """(frames, priors, keypoints, media packets) of a budget-0 run on the first frames of EXPRESSIVE_CLIP."""
-    from avfr.codec.data import PriorExtractor, VideoReader
+    from avfr.codec.data import PriorExtractor
 
-    video = DATA / "clips" / f"{EXPRESSIVE_CLIP}.mp4"
-    if not video.exists():
-        pytest.skip(f"../shared/data not found: {video}")
-    frames = []
-    for i, rgb in enumerate(VideoReader(video)):
-        if i >= EXPRESSIVE_FRAMES:
-            break
-        frames.append(rgb)
+    frames = first_frames(EXPRESSIVE_CLIP, EXPRESSIVE_FRAMES)
     extractor = PriorExtractor()
     try:
         priors = _Recorder(extractor, "__call__")

@@ -3,15 +3,13 @@ score, the window of recent face frames, and the Encoder sending (and its replic
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from codec_data_helpers import first_frames
 
 from avfr.proto import CONTROL_CHANNEL_LABEL, MessageType, decode_message, encode_refresh, peek_type
 from avfr.proto.control import Refresh
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = "edtalk_expr"  # expressive: its frames 25..49 hold wide-open eyes (33..37) and end on an open mouth (49)
 FRAMES = 50
 INTERVAL = 25  # drift checks after frames 24 (the baseline) and 49 (a refresh: see _run)
@@ -20,16 +18,9 @@ INTERVAL = 25  # drift checks after frames 24 (the baseline) and 49 (a refresh: 
 @pytest.fixture(scope="module")
 def clip():
     """(frames uint8 (FRAMES, 256, 256, 3), the mediapipe priors of each, the extractor) of CLIP's first frames."""
-    from avfr.codec.data import PriorExtractor, VideoReader
+    from avfr.codec.data import PriorExtractor
 
-    video = DATA / "clips" / f"{CLIP}.mp4"
-    if not video.exists():
-        pytest.skip(f"../shared/data not found: {video}")
-    frames = []
-    for i, rgb in enumerate(VideoReader(video)):
-        if i >= FRAMES:
-            break
-        frames.append(rgb)
+    frames = first_frames(CLIP, FRAMES)
     extractor = PriorExtractor()
     try:
         priors = [extractor(rgb) for rgb in frames]
