@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avfr.codec.data import SAMPLES_PER_FRAME, log_mel_window, mouth_opening, pcm_window
+from avfr.codec.data.mouth import FACE_BOTTOM, FACE_TOP
 from avfr.codec.runtime import OpusDecoder, ReceiverModel, source_input
 from avfr.sender.config import EncoderConfig
 
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 DRIFT_LAG_FRAMES = 4  # the drift check renders the frame 160 ms back, once its whole audio window was coded
 REPLICA_PCM_SAMPLES = 8 * 16_000  # the replica keeps the last 8 s of decoded speech
 EYE_LID_PAIRS = ((159, 145), (386, 374))  # mediapipe face mesh: upper / lower lid of the left and right eye
-FACE_HEIGHT_PAIR = (10, 152)  # forehead / chin (as avfr.codec.data.mouth_shape)
 NEUTRAL_TIE = 0.005  # neutral scores this close to the best (0.5 % of the face height) tie: the latest wins
 
 
@@ -55,7 +55,7 @@ def neutral_score(landmarks: np.ndarray) -> float:
         (-0.05 to -0.2 in speech); NaN without a face. A ratio of distances: zoom and shift leave it unchanged.
     """
     x = np.asarray(landmarks, np.float64)  # (478, 2)
-    height = float(np.linalg.norm(x[FACE_HEIGHT_PAIR[0]] - x[FACE_HEIGHT_PAIR[1]]))
+    height = float(np.linalg.norm(x[FACE_TOP] - x[FACE_BOTTOM]))
     if not height > 0:
         return float("nan")
     eyes = sum(float(np.linalg.norm(x[i] - x[j])) for i, j in EYE_LID_PAIRS) / height
