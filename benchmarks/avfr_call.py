@@ -32,12 +32,13 @@ AVFR_PATH_VERSION = 3  # 3: small drift refreshes, paid back by the keypoint rat
 class AvfrPoint:
     """One avfr operating point: the call's sender settings that change the keypoint stream.
 
-    The defaults are the call's own (``avfr.sender.EncoderConfig``: 7/6 bits, 0.75-step keypoint hysteresis,
-    a KEY at least every 100 frames); the session's quantisation travels in its Hello.
+    The defaults are the call's own (``avfr.sender.EncoderConfig``: 7/7 bits, jacobians in [-3, 3), 0.75-step
+    keypoint hysteresis, a KEY at least every 100 frames); the session's quantisation travels in its Hello.
 
     Attributes:
         name: row label.
         kp_bits, jac_bits: quantisation bit depths (EncoderConfig.kp_bits / jac_bits).
+        jac_abs_max: jacobian range (EncoderConfig.jac_abs_max).
         kp_hysteresis_steps: keypoint hysteresis of the encoder (0.5 = plain rounding; the call has no
             jacobian hysteresis).
         key_interval_frames: a KEY packet at least every this many frames (the stream's refresh).
@@ -45,7 +46,8 @@ class AvfrPoint:
 
     name: str
     kp_bits: int = 7
-    jac_bits: int = 6
+    jac_bits: int = 7
+    jac_abs_max: float = 3.0
     kp_hysteresis_steps: float = 0.75
     key_interval_frames: int = 100
 
@@ -61,17 +63,17 @@ class AvfrPoint:
         from avfr.sender import EncoderConfig
 
         extra = {} if drift_check else {"drift_check_interval_frames": 0}
-        return EncoderConfig(kp_bits=self.kp_bits, jac_bits=self.jac_bits,
+        return EncoderConfig(kp_bits=self.kp_bits, jac_bits=self.jac_bits, jac_abs_max=self.jac_abs_max,
                              kp_hysteresis_steps=self.kp_hysteresis_steps,
                              key_interval_frames=self.key_interval_frames, audio_bitrate_bps=int(audio_bitrate_bps),
                              threads=threads, source_quality=SOURCE_WEBP_QUALITY, **extra)
 
 
 AVFR_POINTS: dict[str, AvfrPoint] = {
-    "q6": AvfrPoint("q6", kp_bits=6, jac_bits=4, kp_hysteresis_steps=1.0, key_interval_frames=250),
+    "q6": AvfrPoint("q6", kp_bits=6, jac_bits=4, jac_abs_max=4.0, kp_hysteresis_steps=1.0, key_interval_frames=250),
     "q7": AvfrPoint("q7"),  # the call's default
-    "q8": AvfrPoint("q8", kp_bits=8, jac_bits=5, kp_hysteresis_steps=0.5),  # the proto's default quantisation
-    "q10": AvfrPoint("q10", kp_bits=10, jac_bits=6, kp_hysteresis_steps=0.5),
+    "q8": AvfrPoint("q8", kp_bits=8, jac_bits=5, jac_abs_max=4.0, kp_hysteresis_steps=0.5),  # the proto's default
+    "q10": AvfrPoint("q10", kp_bits=10, jac_bits=6, jac_abs_max=4.0, kp_hysteresis_steps=0.5),
 }
 
 

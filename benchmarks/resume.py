@@ -119,12 +119,19 @@ def _part(kind: str, arg: str, steps: int, **fields: object) -> ClipPart:
     return ClipPart(kind, arg, hashlib.sha256(text.encode()).hexdigest()[:16], text, steps)
 
 
+def _sender(point: str, config: BenchConfig) -> dict:
+    """Every setting of the sender an avfr point runs (``EncoderConfig``), so that a change of the call's
+    defaults (the rate budget, the refresh) re-runs the avfr parts instead of reusing stale rows."""
+    return asdict(AVFR_POINTS[point].encoder_config(config.threads, audio_bitrate_bps=config.audio_bitrate_bps))
+
+
 def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None) -> list[ClipPart]:
     """The parts of a clip's result, in the order of its rows.
 
     Keys: every part hashes the benchmarked frames, speech and reference landmarks, the metrics version and
     whether rows get an identity distance. The still row adds the source's WebP quality; an avfr point adds
-    the model's manifest hash, its settings (:class:`avfr.benchmarks.avfr_call.AvfrPoint`), the path version,
+    the model's manifest hash, its settings (:class:`avfr.benchmarks.avfr_call.AvfrPoint`, and every field of the
+    ``EncoderConfig`` it runs), the path version,
     ``threads`` and the speech's Opus rate (the generator hears it decoded); the cross part adds the cross
     source image; an anchor codec adds its encoder flags (with the preset and threads; a reduced-size anchor
     also its size and frame rate), those of its QP-search probes, the target rates, ``max_probes`` and the
@@ -144,10 +151,11 @@ def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None
     if "avfr" in config.codecs:
         avfr = {**base, "model": config.model, "threads": config.threads, "avfr_path_version": AVFR_PATH_VERSION,
                 "source_quality": SOURCE_WEBP_QUALITY, "audio_bitrate_bps": config.audio_bitrate_bps}
-        parts += [_part("avfr", p, 1, **avfr, point=asdict(AVFR_POINTS[p])) for p in config.avfr_points]
+        parts += [_part("avfr", p, 1, **avfr, point=asdict(AVFR_POINTS[p]), sender=_sender(p, config))
+                  for p in config.avfr_points]
         if config.cross and cross_source is not None:
             p = config.featured_point()
-            parts.append(_part("cross", p, 1, **avfr, point=asdict(AVFR_POINTS[p]),
+            parts.append(_part("cross", p, 1, **avfr, point=asdict(AVFR_POINTS[p]), sender=_sender(p, config),
                                cross_source=array_digest(cross_source)))
     specs, cheap = reduced.bench_specs(config.vvenc_preset, config.threads), probe_specs(config)
     for codec in config.codecs:

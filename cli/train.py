@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weight of an extra L1 term inside the driving mouth box (default: 0, off)")
     p.add_argument("--wire-noise", type=float, default=None, metavar="P",
                    help="share of samples whose driving keypoints get the call's wire error (7-bit keypoints with "
-                   "0.75-step hysteresis, 6-bit jacobians; default: 0)")
+                   "0.75-step hysteresis, 7-bit jacobians in [-3, 3); default: 0)")
     p.add_argument("--hold-kp", type=float, default=None, metavar="P",
                    help="share of samples rendered from driving keypoints held 1..--hold-max-lag frames back, as the "
                    "receiver does when keypoint packets are lost (the speech must carry the mouth; default: 0)")

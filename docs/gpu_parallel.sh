@@ -40,7 +40,10 @@
 # generator at the largest step that every such run reached (the same step for all: a fair comparison
 # whatever the time limit let each reach); for the others, <RUN>-last.pt = generator + discriminator of the
 # last step (fp16, a training checkpoint without optimiser state: `avfr-codec export` or `train --init` it)
-# and <RUN>-best.pt = its generator at the best dev PSNR of the box's validations.
+# and <RUN>-best.pt = its generator at the best dev PSNR of the box's validations. Runs named in SOUP_RUNS (e.g.
+# SOUP_RUNS="ft", with --snapshot-every) are fine-tunes, not compared by step: they return <RUN>-last.pt and
+# <RUN>-soup.pt, the mean of their snapshots of the run's second half (`avfr-codec average`: session 8 measured
+# a soup of CPU fine-tune snapshots above each of them on the call's path).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/p
 mkdir -p /tmp/p && ln -sfn "$PWD" /tmp/p/avfr   # the repo root is the package `avfr`
@@ -91,6 +94,7 @@ python3 - "${names[@]}" <<'EOF'
 """Pick the common snapshot step and write the files that come back."""
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -98,8 +102,17 @@ import torch
 
 out = Path(os.environ["OUT"])
 names = sys.argv[1:]
+soups = set(os.environ.get("SOUP_RUNS", "").split())
 snaps = {n: {int(p.stem.split("step")[1]): p for p in Path(f"/tmp/run-{n}").glob("weights-step*.pt")}
          for n in names}
+for n in sorted(soups & set(names)):
+    steps = sorted(snaps[n])
+    members = [str(snaps[n][s]) for s in steps[len(steps) // 2:]]
+    snaps[n] = {}  # returned as -last (and -best) below, like the runs without snapshots
+    if len(members) >= 2:
+        rc = subprocess.run([sys.executable, "-m", "avfr.cli", "average", *members, "--out",
+                             str(out / f"{n}-soup.pt")]).returncode
+        print(f"{n}: soup of {len(members)} snapshots (steps {steps[len(steps) // 2]}..{steps[-1]}), exit {rc}")
 with_snaps = [n for n in names if snaps[n]]
 if with_snaps:
     common = set.intersection(*(set(snaps[n]) for n in with_snaps))

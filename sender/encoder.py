@@ -14,8 +14,8 @@ No face in the frame: the sender holds the last keypoints (counts `no_face_frame
 The drift check (`avfr.sender.drift.DriftMonitor`) renders the far end's picture on the sender and asks for
 a fresh source image when it drifted (the current frame, or the most neutral face frame since the last check:
 `EncoderConfig.refresh_pick`); the rate control (`avfr.sender.rate_control.KeypointRateController`,
-encoder-only: the wire format and the Hello do not change) keeps the keypoint stream under
-`keypoint_budget_bps`.
+encoder-only: the wire format and the Hello do not change) keeps the keypoint stream near
+`keypoint_budget_bps` (no coarser than its top level).
 """
 
 from __future__ import annotations

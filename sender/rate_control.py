@@ -1,10 +1,16 @@
-"""`KeypointRateController`: keeps the keypoint stream under a bit budget (encoder-only, no wire change).
+"""`KeypointRateController`: keeps the keypoint stream near a bit budget (encoder-only, no wire change).
 
 The bytes of the last second of keypoint packets (keys included) are summed; above 90 % of the budget the
 encoder coarsens one level (more keypoint/jacobian hysteresis, at the top level every other frame repeats
 the last sent levels as a 4-byte packet), below 85 % for a whole window it refines one level again.
 Keypoint hysteresis alone barely moves the rate (the jacobians take most of the bits; 1.5 steps even cost
 more than 0.75 on edtalk_expr), so the levels raise the jacobian hysteresis too.
+
+It goes no coarser than its top level: since the call's jacobians have 7 bits (session 8), the most expressive
+dev clip needs more than 1800 bit/s even there (edtalk_expr 2.03 kbit/s mean, 2 s peak 2.34), and levels past
+1.0/1.0 steps (1.5/1.5, 2.0/2.0, or holding 2 frames of 3), even when entered only above the budget itself,
+cost the mean picture more than the bits are worth (23.28 -> 22.9-23.1 dB, LMD 2.33 -> 2.45-2.9 px on the 7 dev
+clips at 1800 bit/s).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ __all__ = ["KeypointRateController", "RATE_LEVELS"]
 
 # Rate-control levels, coarser and coarser: (keypoint hysteresis, jacobian hysteresis, hold every n-th frame
 # (0: none)). Level 0's keypoint hysteresis is EncoderConfig.kp_hysteresis_steps (a level never goes below
-# it). Measured on the 7 dev clips' keypoints at 7/6 bits (kbit/s, fixed level): 0.75/0.5 1.93 mean,
+# it). Measured (sessions 1-7) at 7/6 bits on the 7 dev clips (kbit/s, fixed level): 0.75/0.5 1.93 mean,
 # 2.18 edtalk_expr; 0.75/0.75 1.70, 1.97; 1.0/1.0 1.60, 1.89; holding every other frame is the last resort
 # for the most expressive seconds (the 2 s peak of edtalk_expr is 2.2 kbit/s even at 1.0/1.0).
 RATE_LEVELS: tuple[tuple[float, float, int], ...] = (
@@ -25,7 +31,7 @@ RATE_LEVELS: tuple[tuple[float, float, int], ...] = (
 
 
 class KeypointRateController:
-    """Keeps a keypoint stream under a bit budget by coarsening the keypoint encoder (no wire change).
+    """Keeps a keypoint stream near a bit budget by coarsening the keypoint encoder (no wire change).
 
     Per frame: `prepare(encoder, frame_number)` sets the encoder's hysteresis for the current level and
     says whether to repeat the last sent levels (a 4-byte "not moved" delta) instead of the new keypoints;

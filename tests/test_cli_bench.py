@@ -148,3 +148,45 @@ def test_bench_reduced_anchor_and_envelope(tmp_path: Path) -> None:
     assert "## Anchor envelope" in (out / "report.md").read_text()
     parts = list((out / "clips" / "grid_lwbsza.parts").glob("vvc-s128f12.5-*.json"))
     assert len(parts) == 1
+
+
+def test_q7_is_the_calls_own_sender() -> None:
+    """The bench's "q7" row measures what a call sends: every keypoint setting of EncoderConfig's defaults."""
+    from avfr.benchmarks import AVFR_POINTS
+    from avfr.sender import EncoderConfig
+
+    q7, call = AVFR_POINTS["q7"].encoder_config(1), EncoderConfig()
+    for name in ("kp_bits", "jac_bits", "jac_abs_max", "kp_hysteresis_steps", "key_interval_frames",
+                 "keypoint_budget_bps", "drift_check_interval_frames", "refresh_size", "refresh_quality"):
+        assert getattr(q7, name) == getattr(call, name), name
+
+
+def test_a_changed_call_default_reruns_the_avfr_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The avfr parts' keys hold every EncoderConfig field the point runs: a new default of the call (here its
+    keypoint budget) re-runs them, the still and anchor parts are kept."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from avfr.benchmarks import AVFR_POINTS
+    from avfr.benchmarks.avfr_call import AvfrPoint
+    from avfr.benchmarks.resume import clip_parts
+    from avfr.cli import build_parser
+    from avfr.cli.bench import bench_config
+
+    @dataclasses.dataclass(frozen=True)
+    class Budget1500(AvfrPoint):
+        def encoder_config(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return dataclasses.replace(super().encoder_config(*args, **kwargs), keypoint_budget_bps=1500)
+
+    args = build_parser().parse_args(["bench", "--clips", str(tmp_path), "--out", str(tmp_path / "o"),
+                                      "--codecs", "avfr,vvc", "--avfr-points", "q7"])
+    config = bench_config(args)[0]
+    clip = SimpleNamespace(num_frames=3, frames=np.zeros((3, 8, 8, 3), np.uint8), pcm=np.zeros(3 * 640, np.float32),
+                           landmarks=np.zeros((3, 478, 2), np.float32))
+    before = {p.name: p for p in clip_parts(clip, config)}
+    monkeypatch.setitem(AVFR_POINTS, "q7", Budget1500("q7"))
+    after = {p.name: p for p in clip_parts(clip, config)}
+    assert before["avfr-q7"].key != after["avfr-q7"].key and '"keypoint_budget_bps": 1500' in after["avfr-q7"].fields
+    assert (before["still"].key, before["vvc"].key) == (after["still"].key, after["vvc"].key)

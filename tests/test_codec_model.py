@@ -201,8 +201,10 @@ def test_wire_noise_matches_the_call_quantiser() -> None:
 
     from avfr.codec.train import WireNoise
     from avfr.proto.quant import QuantParams, dequantise, quantise
+    from avfr.sender import EncoderConfig
 
-    params = QuantParams(kp_bits=7, jac_bits=6, jac_abs_max=4.0)  # the call's defaults
+    call = EncoderConfig()
+    params = QuantParams(kp_bits=call.kp_bits, jac_bits=call.jac_bits, jac_abs_max=call.jac_abs_max)
     wire = WireNoise(prob=1.0)
     assert wire.kp_step == params.kp_step and wire.jac_step == params.jac_step
     kp = torch.rand(4, 10, 2) * 1.8 - 0.9

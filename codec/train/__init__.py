@@ -8,6 +8,8 @@ from avfr import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "AugmentConfig": "augment",
+    "AveragedWeights": "averaging",
+    "average_weights": "averaging",
     "BEST_CKPT": "checkpoint",
     "LAST_CKPT": "checkpoint",
     "LOG_CSV": "checkpoint",

@@ -53,7 +53,7 @@ class TrainConfig:
     use_priors: bool = True
     augment: bool = True
     mouth_l1: float = 0.0  # weight of the auxiliary mouth-box L1 term (0: the paper's terms only)
-    wire_noise: float = 0.0  # share of samples trained on the call's keypoint-wire error (7/6 bits, 0.75 steps)
+    wire_noise: float = 0.0  # share of samples trained on the call's keypoint-wire error (7/7 bits, 0.75 steps)
     hold_kp: float = 0.0  # share of samples rendered from keypoints held 1..hold_max_lag frames (packet loss)
     hold_max_lag: int = 4  # frames (40 ms each)
     audio_mouth: float = 0.0  # weight of the audio encoder's mouth-shape head (training only; 0 = no head)
