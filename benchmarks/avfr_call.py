@@ -42,6 +42,7 @@ class AvfrPoint:
         kp_hysteresis_steps: keypoint hysteresis of the encoder (0.5 = plain rounding; the call has no
             jacobian hysteresis).
         key_interval_frames: a KEY packet at least every this many frames (the stream's refresh).
+        keypoint_budget_bps: the rate controller's budget (EncoderConfig.keypoint_budget_bps; 0: none).
     """
 
     name: str
@@ -50,6 +51,7 @@ class AvfrPoint:
     jac_abs_max: float = 3.0
     kp_hysteresis_steps: float = 0.75
     key_interval_frames: int = 100
+    keypoint_budget_bps: int = 1800
 
     def encoder_config(self, threads: int, drift_check: bool = True,
                        audio_bitrate_bps: int = AUDIO_BITRATE_BPS) -> object:
@@ -66,14 +68,21 @@ class AvfrPoint:
         return EncoderConfig(kp_bits=self.kp_bits, jac_bits=self.jac_bits, jac_abs_max=self.jac_abs_max,
                              kp_hysteresis_steps=self.kp_hysteresis_steps,
                              key_interval_frames=self.key_interval_frames, audio_bitrate_bps=int(audio_bitrate_bps),
+                             keypoint_budget_bps=self.keypoint_budget_bps,
                              threads=threads, source_quality=SOURCE_WEBP_QUALITY, **extra)
 
 
+# One family since session 8 (7-bit jacobians over [-3, 3) made the old points incoherent: q10 at 10/6 bits over
+# +-4 drew worse than q7 at more bits): coarser / finer quantisers under smaller / larger keypoint budgets.
+# Keypoints alone (`benchmarks/bench_quant.py`-style, 7 dev clips, a key every 100 frames): q6 1.32 kbit/s 22.02 dB,
+# LMD 3.01 px, q7 1.75 / 23.28 / 2.33, q8 2.09 / 23.49 / 2.14, q10 4.09 / 23.68 / 2.05 (float keypoints: 23.71
+# dB, 2.04 px).
 AVFR_POINTS: dict[str, AvfrPoint] = {
-    "q6": AvfrPoint("q6", kp_bits=6, jac_bits=4, jac_abs_max=4.0, kp_hysteresis_steps=1.0, key_interval_frames=250),
+    "q6": AvfrPoint("q6", kp_bits=6, jac_bits=6, kp_hysteresis_steps=1.0, key_interval_frames=250,
+                    keypoint_budget_bps=1200),
     "q7": AvfrPoint("q7"),  # the call's default
-    "q8": AvfrPoint("q8", kp_bits=8, jac_bits=5, jac_abs_max=4.0, kp_hysteresis_steps=0.5),  # the proto's default
-    "q10": AvfrPoint("q10", kp_bits=10, jac_bits=6, jac_abs_max=4.0, kp_hysteresis_steps=0.5),
+    "q8": AvfrPoint("q8", kp_bits=8, jac_bits=7, kp_hysteresis_steps=0.5, keypoint_budget_bps=2400),
+    "q10": AvfrPoint("q10", kp_bits=10, jac_bits=8, kp_hysteresis_steps=0.5, keypoint_budget_bps=0),
 }
 
 

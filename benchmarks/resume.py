@@ -59,9 +59,13 @@ class BenchConfig:
     opus_kbps: float = AUDIO_BITRATE_BPS / 1000  # the speech's Opus rate (avfr's sender; every row's kbps_call)
 
     def key(self) -> str:
+        """Hash of the settings, the versions, and each avfr point's definition and sender (EncoderConfig): a new
+        point definition or call default must not reuse an assembled clip whose avfr parts it changes."""
+        senders = ({p: {"point": asdict(AVFR_POINTS[p]), "sender": _sender(p, self)} for p in self.avfr_points}
+                   if "avfr" in self.codecs else {})
         keyed = {**asdict(self), "avfr_path_version": AVFR_PATH_VERSION, "metrics_version": METRICS_VERSION,
                  "anchor_search_version": ANCHOR_SEARCH_VERSION,
-                 "rate_accounting_version": accounting.RATE_ACCOUNTING_VERSION}
+                 "rate_accounting_version": accounting.RATE_ACCOUNTING_VERSION, "avfr_senders": senders}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

@@ -162,8 +162,8 @@ def test_q7_is_the_calls_own_sender() -> None:
 
 
 def test_a_changed_call_default_reruns_the_avfr_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The avfr parts' keys hold every EncoderConfig field the point runs: a new default of the call (here its
-    keypoint budget) re-runs them, the still and anchor parts are kept."""
+    """The avfr parts' keys, and the run's key of the assembled clips, hold every EncoderConfig field the point
+    runs: a new default of the call (here its keypoint budget) re-runs them, the still and anchor parts are kept."""
     import dataclasses
     from types import SimpleNamespace
 
@@ -185,8 +185,9 @@ def test_a_changed_call_default_reruns_the_avfr_parts(tmp_path: Path, monkeypatc
     config = bench_config(args)[0]
     clip = SimpleNamespace(num_frames=3, frames=np.zeros((3, 8, 8, 3), np.uint8), pcm=np.zeros(3 * 640, np.float32),
                            landmarks=np.zeros((3, 478, 2), np.float32))
-    before = {p.name: p for p in clip_parts(clip, config)}
+    before, key_before = {p.name: p for p in clip_parts(clip, config)}, config.key()
     monkeypatch.setitem(AVFR_POINTS, "q7", Budget1500("q7"))
     after = {p.name: p for p in clip_parts(clip, config)}
+    assert config.key() != key_before  # the assembled clip results are not reused either
     assert before["avfr-q7"].key != after["avfr-q7"].key and '"keypoint_budget_bps": 1500' in after["avfr-q7"].fields
     assert (before["still"].key, before["vvc"].key) == (after["still"].key, after["vvc"].key)
