@@ -78,8 +78,9 @@ class BenchConfig:
         return clip_num_frames if self.max_frames <= 0 else min(self.max_frames, clip_num_frames)
 
     def featured_point(self) -> str:
-        """The avfr point of the frame strip and the cross-identity rows: q8 when benched, else the first."""
-        return "q8" if "q8" in self.avfr_points else self.avfr_points[0]
+        """The avfr point of the frame strip and the cross-identity rows: q7 (the call's default) when benched,
+        else the first."""
+        return "q7" if "q7" in self.avfr_points else self.avfr_points[0]
 
 
 STRIP_ANCHORS = ("vvc", "av1")  # anchor columns of the frame strip (their lowest-rate encode)

@@ -50,9 +50,13 @@ def featured(means: Sequence[dict]) -> dict | None:
     return next((r for r in avfr if r.get("point") == "q7"), min(avfr, key=accounting.rate, default=None))
 
 
-def closest(means: Sequence[dict], rate_kbps: float) -> dict | None:
-    """The call-like anchor mean row nearest ``rate_kbps`` in log-rate (any anchor when no call-like one ran)."""
+def closest(means: Sequence[dict], rate_kbps: float, num_clips: int | None = None) -> dict | None:
+    """The call-like anchor mean row nearest ``rate_kbps`` in log-rate (any anchor when no call-like one ran),
+    among the rows that average ``num_clips`` clips when any does (a target that repeated another encode on
+    some clips averages fewer: not comparable with avfr's mean over all of them)."""
     anchors = [r for r in means if r.get("codec") not in ("avfr", "still") and (accounting.rate(r) or 0) > 0]
+    if num_clips is not None:
+        anchors = [r for r in anchors if r.get("num_clips", num_clips) == num_clips] or anchors
     call_like = [r for r in anchors if r["codec"] not in envelope.NOT_CALL_LIKE] or anchors
     return min(call_like, key=lambda r: abs(math.log(accounting.rate(r) / rate_kbps)), default=None)
 
@@ -84,7 +88,7 @@ def line_of_truth(means: Sequence[dict]) -> str | None:
     if avfr is None:
         return None
     rate = accounting.rate(avfr)
-    near = closest(means, rate) if rate else None
+    near = closest(means, rate, avfr.get("num_clips")) if rate else None
     if near is None:
         return None
     head = f"at avfr {avfr['point']}'s {rate:.2f} kbit/s"

@@ -164,6 +164,10 @@ def test_line_of_truth() -> None:
     assert "loses on PSNR 23.00 vs 26.00 (vvc-s128f12.5 target 2), LMD 2.30 vs 2.00 (vvc-s96f6.25 target 2)" in env
     assert env.endswith("; no anchor within the rate for SSIM, lip sync.")
     assert verdict.line_of_truth([m for m in _means() if m["codec"] in ("avfr", "still")]) is None
+    # a target that repeated another encode on some clips averages fewer: never the closest configuration
+    counted = [{**m, "num_clips": 7} for m in _means()]
+    partial = _mean("vvc", "target 3", 1.95, 4.2, psnr=28.0, num_clips=3)
+    assert "closest anchor configuration is vvc target 2" in verdict.line_of_truth(counted + [partial])
     assert envelope.best_within(small, 1.0, "psnr") is None
 
 
