@@ -132,12 +132,17 @@ class DriftMonitor:
         self._recent: deque[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=DRIFT_LAG_FRAMES + 1)
         self.last_replica: tuple[int, np.ndarray] | None = None  # (frame index, the far end's picture)
         self._baseline_psnr_db: float | None = None
+        # first frame a check may render: one drawn with the current source, not the source's own frame (the
+        # first source may be camera frame 0; a refresh shows the newest frame added)
+        self._first_checkable = 1
         # frame index of the last automatic or requested refresh (none yet: the first may come at once)
         self.last_refresh_frame = -config.min_refresh_interval_frames
 
     def set_source(self, source_rgb: np.ndarray, extractor: object) -> None:
-        """The far end now holds `source_rgb` (decoded uint8 (256, 256, 3)); the next check sets the baseline."""
+        """The far end now holds `source_rgb` (decoded uint8 (256, 256, 3)); the next check sets the baseline,
+        on a frame after the newest one added (earlier frames were drawn with the previous source)."""
         self._baseline_psnr_db = None
+        self._first_checkable = self._recent[-1][0] + 1 if self._recent else 1
         source5, _ = source_input(source_rgb, extractor)
         self.replica.set_source(source5)
 
@@ -156,9 +161,11 @@ class DriftMonitor:
         self._recent.append((index, rgb, kp, jac))
 
     def due(self, index: int) -> bool:
-        """True: check after frame `index` (every interval_frames frames, with DRIFT_LAG_FRAMES + 1 held)."""
+        """True: check after frame `index` (every interval_frames frames, with DRIFT_LAG_FRAMES + 1 held, the
+        frame to render drawn with the current source)."""
         n = self.interval_frames
-        return n > 0 and index % n == n - 1 and len(self._recent) > DRIFT_LAG_FRAMES
+        return (n > 0 and index % n == n - 1 and len(self._recent) > DRIFT_LAG_FRAMES
+                and self._recent[0][0] >= self._first_checkable)
 
     def check(self, current_face: bool) -> DriftReading:
         """Render what the far end shows for the frame DRIFT_LAG_FRAMES back (its audio window is coded) and

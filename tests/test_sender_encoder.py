@@ -101,11 +101,13 @@ def test_drift_triggers_a_new_source(clip, model):
     enc = _encoder(model, drift_check_interval_frames=1, min_refresh_interval_frames=1, drift_threshold_db=3.0)
     enc.start(clip[0])
     for i in range(DRIFT_LAG_FRAMES + 1):
-        assert enc.encode_frame(i, clip[i])  # the first check (of frame 0) sets the baseline
+        assert enc.encode_frame(i, clip[i])
+    assert enc.last_replica is None  # frame 0 is the source image itself: not a measure of drift
+    enc.encode_frame(DRIFT_LAG_FRAMES + 1, clip[DRIFT_LAG_FRAMES + 1])  # the first check (of frame 1): baseline
     baseline = enc.stats.last_drift_psnr_db
-    assert enc.stats.refreshes == 0 and enc.last_replica[0] == 0
+    assert enc.stats.refreshes == 0 and enc.last_replica[0] == 1
     out, readings = [], []
-    for i in range(DRIFT_LAG_FRAMES + 1, 2 * DRIFT_LAG_FRAMES + 2):
+    for i in range(DRIFT_LAG_FRAMES + 2, 2 * DRIFT_LAG_FRAMES + 3):
         dark = (clip[i].astype(np.float32) * 0.35).astype(np.uint8)  # the light went down
         out += enc.encode_frame(i, dark)
         readings.append(enc.stats.last_drift_psnr_db)  # (after the refresh, the dark source draws dark frames well)
@@ -122,6 +124,14 @@ def test_drift_triggers_a_new_source(clip, model):
     assert enc.stats.refresh_bytes < 1500 < enc.stats.source_bytes - enc.stats.refresh_bytes
     # ... and the keypoint rate control pays it back: its bytes spread over the next 10 s of packets
     assert [d[0] for d in enc._rate._debts] == [pytest.approx(enc.stats.refresh_bytes / 250)]
+    # the next checks render only frames the far end drew with the new source: after the refresh frame
+    refreshed, last = enc.stats.refresh_frame, 2 * DRIFT_LAG_FRAMES + 2
+    assert enc.last_replica[0] == refreshed - DRIFT_LAG_FRAMES
+    for i in range(last + 1, refreshed + DRIFT_LAG_FRAMES + 3):
+        enc.encode_frame(i, (clip[i % len(clip)].astype(np.float32) * 0.35).astype(np.uint8))
+        expected = i - DRIFT_LAG_FRAMES if i - DRIFT_LAG_FRAMES > refreshed else refreshed - DRIFT_LAG_FRAMES
+        assert enc.last_replica[0] == expected, i
+    assert enc.last_replica[0] > refreshed
 
 
 def test_first_refresh_need_not_wait_and_the_baseline_is_the_best_level(clip, model):
