@@ -19,8 +19,7 @@ from avfr.cli.native_logs import quiet_native_logs
 
 # Subcommand modules, in the order ``--help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = ("avfr.cli.data", "avfr.cli.train", "avfr.cli.average", "avfr.cli.export",
-                                     "avfr.cli.bench",
-                                     "avfr.cli.call", "avfr.cli.gateway")
+                                     "avfr.cli.bench", "avfr.cli.call", "avfr.cli.gateway")
 
 
 class CliError(Exception):

@@ -42,8 +42,9 @@
 # last step (fp16, a training checkpoint without optimiser state: `avfr-codec export` or `train --init` it)
 # and <RUN>-best.pt = its generator at the best dev PSNR of the box's validations. Runs named in SOUP_RUNS (e.g.
 # SOUP_RUNS="ft", with --snapshot-every) are fine-tunes, not compared by step: they return <RUN>-last.pt and
-# <RUN>-soup.pt, the mean of their snapshots of the run's second half (`avfr-codec average`: session 8 measured
-# a soup of CPU fine-tune snapshots above each of them on the call's path).
+# <RUN>-soup.pt, the mean of their snapshots of the run's second half (`avfr-codec average`: in session 8 a soup
+# of CPU fine-tune snapshots was as good as its best members, with more PSNR than the shipped model on the call's
+# path but less VMAF; model card).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/p
 mkdir -p /tmp/p && ln -sfn "$PWD" /tmp/p/avfr   # the repo root is the package `avfr`

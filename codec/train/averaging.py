@@ -39,20 +39,12 @@ class AveragedWeights:
 
 def _read_member(path: Path) -> tuple[dict, dict[str, Tensor]]:
     """(model config dict, state dict) of a weights file or a training checkpoint's generator."""
-    from avfr.codec.nets import WEIGHTS_FORMAT
-    from avfr.codec.train.checkpoint import CHECKPOINT_FORMAT
+    from avfr.codec.train.checkpoint import CHECKPOINT_FORMAT, read_model_file
 
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError) on bad files
-        raise ValueError(f"{path}: not a readable weights file or checkpoint ({type(exc).__name__})") from exc
-    if isinstance(data, dict) and data.get("format") == WEIGHTS_FORMAT:
-        return json.loads(data["config"]), dict(data["state_dict"])
-    if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:  # tuples as lists, as in JSON
+    data = read_model_file(path)
+    if data["format"] == CHECKPOINT_FORMAT:  # tuples as lists, as in a weights file's JSON config
         return json.loads(json.dumps(data["model_config"])), dict(data["model"])
-    raise ValueError(f"{path}: neither a weights file nor a training checkpoint")
+    return json.loads(data["config"]), dict(data["state_dict"])
 
 
 def average_weights(paths: Sequence[str | Path], out: str | Path,

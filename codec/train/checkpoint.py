@@ -98,9 +98,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """The contents of a training checkpoint or a weights file (``torch.load(weights_only=True)``), its
+    ``format`` one of the two.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable, or neither format.
+    """
+    from avfr.codec.nets import WEIGHTS_FORMAT
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError) on bad files
+        raise ValueError(f"{path}: not a readable checkpoint or weights file ({type(exc).__name__})") from exc
+    if not isinstance(data, dict) or data.get("format") not in (CHECKPOINT_FORMAT, WEIGHTS_FORMAT):
+        raise ValueError(f"{path}: neither an {CHECKPOINT_FORMAT} checkpoint nor an {WEIGHTS_FORMAT} file")
+    return data
+
+
 def _read_init(path: str | Path) -> tuple[Mapping[str, Tensor], Mapping[str, Tensor] | None, dict[str, Any], str]:
     """(generator state, discriminator state or None, {config, use_audio, use_priors}, description) of a
-    training checkpoint or a weights file.
+    training checkpoint or a weights file (:func:`read_model_file`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -108,23 +129,16 @@ def _read_init(path: str | Path) -> tuple[Mapping[str, Tensor], Mapping[str, Ten
     """
     import json
 
-    from avfr.codec.nets import WEIGHTS_FORMAT
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"--init {path}: no such file")
-    try:
-        data = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError) on bad files
-        raise ValueError(f"{path}: not a readable checkpoint or weights file ({type(exc).__name__})") from exc
-    if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
+    data = read_model_file(path)
+    if data["format"] == CHECKPOINT_FORMAT:
         saved = data["train_config"]
         settings = {k: saved[k] for k in ("config", "use_audio", "use_priors")}
         return data["model"], data["discriminator"], settings, f"step {int(data['step'])} of that run"
-    if isinstance(data, dict) and data.get("format") == WEIGHTS_FORMAT:
-        config = json.loads(data["config"])
-        settings = {"config": config["name"], "use_audio": config["use_audio"], "use_priors": config["use_priors"]}
-        return data["state_dict"], None, settings, "weights file: generator only, fresh discriminator"
-    raise ValueError(f"{path}: neither an {CHECKPOINT_FORMAT} checkpoint nor an {WEIGHTS_FORMAT} file")
+    config = json.loads(data["config"])
+    settings = {"config": config["name"], "use_audio": config["use_audio"], "use_priors": config["use_priors"]}
+    return data["state_dict"], None, settings, "weights file: generator only, fresh discriminator"
 
 
 def model_from_checkpoint(path: str | Path) -> nn.Module:
