@@ -51,7 +51,7 @@ class AvfrPoint:
     jac_abs_max: float = 3.0
     kp_hysteresis_steps: float = 0.75
     key_interval_frames: int = 100
-    keypoint_budget_bps: int = 1800
+    keypoint_budget_bps: int = 1400
 
     def encoder_config(self, threads: int, drift_check: bool = True,
                        audio_bitrate_bps: int = AUDIO_BITRATE_BPS) -> object:

@@ -10,7 +10,7 @@ Two kinds of case, on the dev clips of ../shared/data (first ``--max-frames`` fr
   arrival order (``realtime=False``) and on a simulated realtime clock (frame i's messages arrive at
   ``i * 40 ms + 5 ms``, ``tick`` every 10 ms): a corrupt burst (a run of media messages replaced by random
   bytes, or bit-flipped), every media message and the Hello duplicated, a run of media messages and a
-  mid-call Hello with wire version 2, the call's own Hello sent as version 2, and the same seeded
+  mid-call Hello with the next wire version, the call's own Hello sent with it, and the same seeded
   loss / jitter as the loopback cases. Deterministic; frames are the Decoder's decided frames (its
   FrameJobs; ``--render`` draws them with the generator too).
 
@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from avfr.proto import WIRE_VERSION
 
 SAMPLES_PER_FRAME = 640  # 40 ms at 16 kHz
 STAT_KEYS = ("received", "dropped_malformed", "dropped_late", "dropped_broken", "duplicates", "duplicate_hellos",
@@ -100,8 +102,13 @@ def record(data: Path, clip: str, max_frames: int, threads: int = 1, model: obje
     return rec
 
 
+OTHER_VERSION = WIRE_VERSION + 1  # what a newer sender would speak
+
+
 def _retag(data: bytes, version: int) -> bytes:
-    return bytes([(version << 4) | (data[0] & 0x0F)]) + data[1:]
+    """The message as `version` would frame it: its type in the tag byte (a compact DELTA gets type 7)."""
+    msg_type = 7 if data[0] & 0x80 else data[0] & 0x0F
+    return bytes([(version << 4) | msg_type]) + data[1:]
 
 
 def damage(rec: Recording, case: str, seed: int = 1, burst: int = 20) -> list[tuple[float, str, bytes]]:
@@ -114,8 +121,8 @@ def damage(rec: Recording, case: str, seed: int = 1, burst: int = 20) -> list[tu
     burst_left = burst
     hello = rec.messages[0][2]
     for frame, channel, data in rec.messages:
-        if case == "wrong_version_first" and data is hello:  # a version-2 sender: refused at the Hello
-            data = _retag(hello, 2)
+        if case == "wrong_version_first" and data is hello:  # a newer sender: refused at the Hello
+            data = _retag(hello, OTHER_VERSION)
         t = max(0, frame) * 0.04 + 0.005
         media = channel == MEDIA_CHANNEL_LABEL
         if media and frame >= first and burst_left > 0 and case in ("corrupt_bytes", "corrupt_flips",
@@ -130,7 +137,7 @@ def damage(rec: Recording, case: str, seed: int = 1, burst: int = 20) -> list[tu
                     buf[pos // 8] ^= 1 << (pos % 8)
                 data = bytes(buf)
             else:
-                data = _retag(data, 2)
+                data = _retag(data, OTHER_VERSION)
         if media and case.startswith("loss") and frame >= 1 and rng.random() < int(case[4:]) / 100:
             continue
         if media and case == "jitter100":
@@ -142,7 +149,7 @@ def damage(rec: Recording, case: str, seed: int = 1, burst: int = 20) -> list[tu
     if case == "duplicate":
         out.append((mid, rec.messages[0][1], hello))
     elif case == "wrong_version":
-        out.append((mid, rec.messages[0][1], _retag(hello, 2)))
+        out.append((mid, rec.messages[0][1], _retag(hello, OTHER_VERSION)))
     out.sort(key=lambda m: m[0])  # stable: same-time messages keep their order
     return out
 

@@ -53,7 +53,10 @@ class Mutator:
     def __init__(self, corpus: list[tuple[str, bytes]], seed: int) -> None:
         self.corpus = corpus
         self.rng = random.Random(seed)
-        self.control = [(c, d) for c, d in corpus if d and (d[0] & 0x0F) <= 5]  # msgpack bodies
+        from avfr.proto import WIRE_VERSION
+
+        self.tag_base = WIRE_VERSION << 4  # a valid tag's high nibble (0x80 and up: a compact DELTA)
+        self.control = [(c, d) for c, d in corpus if d and d[0] < 0x80 and (d[0] & 0x0F) <= 5]  # msgpack bodies
 
     def _rand(self, n: int) -> bytes:
         return self.rng.randbytes(n)
@@ -67,7 +70,7 @@ class Mutator:
             n = rng.choice((rng.randrange(0, 16), rng.randrange(0, 64), rng.randrange(0, 2100)))
             buf = bytearray(self._rand(n))
             if buf and rng.random() < 0.5:
-                buf[0] = 0x10 | rng.randrange(1, 9)
+                buf[0] = self.tag_base | rng.randrange(1, 9) if rng.random() < 0.8 else 0x80 | rng.randrange(128)
         elif kind == "flip":
             for _ in range(rng.randint(1, 8)):
                 pos = rng.randrange(len(buf) * 8)
@@ -208,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     hello = decode_message(rec.messages[0][2])
     session = Session.from_hello(hello)
     caps = Decoder(None, model, render=False).capabilities
-    kp_real = [decode_message(d, session) for _, c, d in rec.messages if c == "avfr-media" and d[0] & 0x0F in (6, 7)]
+    media = [d for _, c, d in rec.messages if c == "avfr-media" and (d[0] >= 0x80 or d[0] & 0x0F == 6)]
+    kp_real = [decode_message(d, session, near_seq=i) for i, d in enumerate(media)]  # seq i: extend a delta there
     mutator = Mutator(corpus, args.seed)
     call = LiveCall(rec.messages, model)
     kp_dec, assembler = KeypointDecoder(session), SourceAssembler()

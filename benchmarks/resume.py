@@ -36,6 +36,7 @@ from avfr.benchmarks.avfr_call import (
 )
 from avfr.benchmarks.evaluator import METRICS_VERSION, identity_status
 from avfr.codec.data import SAMPLES_PER_FRAME
+from avfr.proto import WIRE_VERSION
 
 ANCHOR_SEARCH_VERSION = 2  # 2: vvenc QP searched on cheap probes (1: every probe at the reported preset)
 STRIP_FRAMES = 4
@@ -135,9 +136,9 @@ def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None
 
     Keys: every part hashes the benchmarked frames, speech and reference landmarks, the metrics version and
     whether rows get an identity distance. The still row adds the source's WebP quality; an avfr point adds
-    the model's manifest hash, its settings (:class:`avfr.benchmarks.avfr_call.AvfrPoint`, and every field of the
-    ``EncoderConfig`` it runs), the path version,
-    ``threads`` and the speech's Opus rate (the generator hears it decoded); the cross part adds the cross
+    the model's manifest hash, the wire version (its packet sizes are the rate), its settings
+    (:class:`avfr.benchmarks.avfr_call.AvfrPoint`, and every field of the ``EncoderConfig`` it runs), the path
+    version, ``threads`` and the speech's Opus rate (the generator hears it decoded); the cross part adds the cross
     source image; an anchor codec adds its encoder flags (with the preset and threads; a reduced-size anchor
     also its size and frame rate), those of its QP-search probes, the target rates, ``max_probes`` and the
     search version. The speech rate keys no still or anchor part: their speech columns are computed when the
@@ -155,6 +156,7 @@ def clip_parts(clip, config: BenchConfig, cross_source: np.ndarray | None = None
     parts = [_part("still", "", 1, **base, source_quality=SOURCE_WEBP_QUALITY)]
     if "avfr" in config.codecs:
         avfr = {**base, "model": config.model, "threads": config.threads, "avfr_path_version": AVFR_PATH_VERSION,
+                "wire_version": WIRE_VERSION,
                 "source_quality": SOURCE_WEBP_QUALITY, "audio_bitrate_bps": config.audio_bitrate_bps}
         parts += [_part("avfr", p, 1, **avfr, point=asdict(AVFR_POINTS[p]), sender=_sender(p, config))
                   for p in config.avfr_points]

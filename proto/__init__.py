@@ -41,7 +41,7 @@ from avfr.proto.hello import (
     encode_hello,
     validate_hello,
 )
-from avfr.proto.keypoint_coding import decode_keypoints, encode_keypoints
+from avfr.proto.keypoint_coding import decode_keypoints, encode_keypoints, extend_seq
 from avfr.proto.keypoint_packets import (
     MAX_REF_DISTANCE,
     Keypoints,
@@ -137,6 +137,7 @@ __all__ = [
     "decode_source_chunk",
     "encode_keypoints",
     "decode_keypoints",
+    "extend_seq",
     "encode_audio",
     "decode_audio",
     "printable_text",

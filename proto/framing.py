@@ -1,8 +1,10 @@
 """Message framing shared by every message: the tag byte, size limits, msgpack bodies and field checks.
 
-Every message starts with one tag byte, ``(version << 4) | type`` (SPEC.md, "Framing"). The reliable-channel
-messages carry a msgpack array after the tag; the per-frame messages (keypoints, audio) carry a fixed binary
-header instead, because msgpack framing alone would eat most of the keypoint budget.
+Every message starts with one tag byte, ``(version << 4) | type`` (SPEC.md, "Framing"), except the keypoint
+DELTA, the one message sent 25 times a second: its first byte is ``0x80 | (seq & 0x7F)`` (bit 7 set, which no
+version uses), so its whole header is one byte. The reliable-channel messages carry a msgpack array after the
+tag; the per-frame messages (keypoints, audio) carry a fixed binary header instead, because msgpack framing
+alone would eat most of the keypoint budget.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES_BY_TYPE",
     "MessageType",
     "make_tag",
+    "COMPACT_DELTA_BIT",
     "parse_tag",
     "expect_type",
     "MAX_SOURCE_CHUNK_BYTES",
@@ -37,7 +40,8 @@ __all__ = [
     "check_bytes",
 ]
 
-WIRE_VERSION = 1  # 1..15: the high nibble of every tag byte; bump on any change that breaks a golden vector
+WIRE_VERSION = 2  # 1..7: the high nibble of every tag byte; bump on any change that breaks a golden vector
+COMPACT_DELTA_BIT = 0x80  # first byte of a KEYPOINTS_DELTA: this bit, then the seq's 7 low bits (no version)
 DATA_CHANNEL_PROTOCOL = f"avfr/{WIRE_VERSION}"  # RTCDataChannel `protocol` of both channels
 
 
@@ -72,7 +76,13 @@ MAX_MESSAGE_BYTES = max(MAX_MESSAGE_BYTES_BY_TYPE.values())  # checked right aft
 
 
 def make_tag(msg_type: MessageType) -> int:
-    """Tag byte of a message of this build's version: ``(WIRE_VERSION << 4) | type``."""
+    """Tag byte of a message of this build's version: ``(WIRE_VERSION << 4) | type`` (not for DELTA packets).
+
+    Raises:
+        ValueError: KEYPOINTS_DELTA, whose first byte is ``COMPACT_DELTA_BIT | (seq & 0x7F)`` instead.
+    """
+    if msg_type == MessageType.KEYPOINTS_DELTA:
+        raise ValueError("a KEYPOINTS_DELTA starts with COMPACT_DELTA_BIT | (seq & 0x7F), not a tag")
     return (WIRE_VERSION << 4) | int(msg_type)
 
 
@@ -80,7 +90,8 @@ def parse_tag(data: bytes) -> MessageType:
     """Read the tag byte, check the version, bound the length, check the type and its own size limit.
 
     The version comes first (SPEC.md, "Framing"): a message of another version gets UNSUPPORTED_VERSION
-    whatever its size, so a future peer learns why it was refused.
+    whatever its size, so a future peer learns why it was refused. A first byte with bit 7 set is a
+    KEYPOINTS_DELTA (it carries no version: it is only valid in a call whose Hello was accepted).
 
     Args:
         data: one whole message as received.
@@ -98,6 +109,10 @@ def parse_tag(data: bytes) -> MessageType:
     if n == 0:
         raise ProtocolError("empty message")
     tag = data[0]
+    if tag & COMPACT_DELTA_BIT:
+        if n > MAX_MESSAGE_BYTES_BY_TYPE[MessageType.KEYPOINTS_DELTA]:
+            raise ProtocolError(f"KEYPOINTS_DELTA message is {n} bytes, limit {MAX_KEYPOINTS_BYTES}")
+        return MessageType.KEYPOINTS_DELTA
     version, type_code = tag >> 4, tag & 0x0F
     if version != WIRE_VERSION:
         raise ProtocolError(
@@ -110,6 +125,8 @@ def parse_tag(data: bytes) -> MessageType:
         msg_type = MessageType(type_code)
     except ValueError:
         raise ProtocolError(f"unknown message type {type_code}") from None
+    if msg_type == MessageType.KEYPOINTS_DELTA:
+        raise ProtocolError("a KEYPOINTS_DELTA has no tag byte in this version (its first byte has bit 7 set)")
     limit = MAX_MESSAGE_BYTES_BY_TYPE[msg_type]
     if n > limit:
         raise ProtocolError(f"{msg_type.name} message is {n} bytes, limit {limit}")

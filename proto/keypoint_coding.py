@@ -1,8 +1,10 @@
 """Byte encoding and decoding of keypoint packets (SPEC.md byte tables and "Entropy coder").
 
-A KEY packet is a fixed header and every level at fixed length. A DELTA packet's payload (distance, timestamp
-offset, moved flag, common shifts, residuals) is coded with the adaptive binary arithmetic coder of
-`avfr.proto.entropy`, with the contexts below, reset to `INITIAL_PROBS` at the start of each payload.
+A KEY packet is a fixed header and every level at fixed length. A DELTA packet is one header byte (bit 7 set,
+then the seq's 7 low bits: the receiver extends them to the 16-bit seq nearest the one it expects, `extend_seq`)
+and a payload (distance, timestamp offset, moved flag, common shifts, residuals) coded with the adaptive binary
+arithmetic coder of `avfr.proto.entropy`, with the contexts below, reset to `INITIAL_PROBS` at the start of each
+payload.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import numpy as np
 
 from avfr.proto.entropy import PROB_MAX, PROB_MIN, BinDecoder, BinEncoder
 from avfr.proto.errors import ErrorCode, ProtocolError
-from avfr.proto.framing import MessageType, make_tag, parse_tag
+from avfr.proto.framing import COMPACT_DELTA_BIT, MessageType, make_tag, parse_tag
 from avfr.proto.hello import Session
 from avfr.proto.keypoint_packets import (
     MAX_REF_DISTANCE,
@@ -30,12 +32,15 @@ __all__ = [
     "DELTA_HEADER_BYTES",
     "NUM_CONTEXTS",
     "INITIAL_PROBS",
+    "DELTA_SEQ_BITS",
+    "extend_seq",
     "encode_keypoints",
     "decode_keypoints",
 ]
 
 KEY_HEADER_BYTES = 7  # tag, seq (uint16), ts_90k (uint32)
-DELTA_HEADER_BYTES = 3  # tag, seq (uint16)
+DELTA_HEADER_BYTES = 1  # COMPACT_DELTA_BIT | the seq's DELTA_SEQ_BITS low bits
+DELTA_SEQ_BITS = 7  # a delta names its frame within +-64 of the seq the receiver expects (2.56 s at 25 fps)
 
 # Contexts of the delta payload (SPEC.md, "Entropy coder"): first index of each group.
 CTX_REF = 0  # 2 contexts: Exp-Golomb prefix of ref_distance - 1
@@ -67,6 +72,18 @@ INITIAL_PROBS: tuple[int, ...] = (
     63570, 58982, 58982,  # 55-57 residual magnitude prefix, jac
     6554,  # 58 moved: a still frame is the exception
 )
+
+
+def extend_seq(low_bits: int, near_seq: int) -> int:
+    """The uint16 seq whose DELTA_SEQ_BITS low bits are `low_bits`, nearest `near_seq` (within -64..+63).
+
+    Args:
+        low_bits: the 7 bits a DELTA packet carries (0..127).
+        near_seq: the uint16 seq the receiver expects next (the frame after the newest it decided).
+    """
+    half = 1 << (DELTA_SEQ_BITS - 1)
+    step = ((low_bits - near_seq + half) & ((1 << DELTA_SEQ_BITS) - 1)) - half
+    return (near_seq + step) & 0xFFFF
 
 
 def encode_keypoints(packet: KeypointsPacket, session: Session) -> bytes:
@@ -101,7 +118,7 @@ def _encode_delta(packet: KeypointsDelta, session: Session) -> bytes:
     enc.put_signed(packet.ts_offset_90k, probs, CTX_TS_ZERO, CTX_TS_SIGN, CTX_TS_MAG, 2)
     moved = bool(packet.common.any() or packet.kp_res.any() or packet.jac_res.any())
     enc.put(int(moved), probs, CTX_MOVED)
-    header = bytes([make_tag(MessageType.KEYPOINTS_DELTA)]) + packet.seq.to_bytes(2, "big")
+    header = bytes([COMPACT_DELTA_BIT | (packet.seq & ((1 << DELTA_SEQ_BITS) - 1))])
     if not moved:
         return header + enc.finish()
     for c, v in enumerate(packet.common.tolist()):
@@ -116,12 +133,14 @@ def _encode_delta(packet: KeypointsDelta, session: Session) -> bytes:
     return header + enc.finish()
 
 
-def decode_keypoints(data: bytes, session: Session) -> KeypointsPacket:
+def decode_keypoints(data: bytes, session: Session, near_seq: int = 0) -> KeypointsPacket:
     """bytes -> KeypointsKey / KeypointsDelta (stateless: references are resolved by KeypointDecoder).
 
     Args:
         data: one message from the unordered channel.
         session: the call's session (K, bit depths).
+        near_seq: uint16 seq the receiver expects next; a DELTA's 7 seq bits become the seq nearest it
+            (`extend_seq`). KEY packets carry their whole seq.
 
     Raises:
         ProtocolError: anything malformed (length, version, type, levels, entropy-coded payload).
@@ -130,7 +149,7 @@ def decode_keypoints(data: bytes, session: Session) -> KeypointsPacket:
     if msg_type == MessageType.KEYPOINTS_KEY:
         return _decode_key(bytes(data), session)
     if msg_type == MessageType.KEYPOINTS_DELTA:
-        return _decode_delta(bytes(data), session)
+        return _decode_delta(bytes(data), session, near_seq & 0xFFFF)
     raise ProtocolError(f"expected a keypoints packet, got {msg_type.name}", ErrorCode.UNEXPECTED_MESSAGE)
 
 
@@ -162,12 +181,12 @@ def _decode_key(data: bytes, session: Session) -> KeypointsKey:
     return KeypointsKey(seq, ts_90k, kp_q, jac_q)
 
 
-def _decode_delta(data: bytes, session: Session) -> KeypointsDelta:
+def _decode_delta(data: bytes, session: Session, near_seq: int) -> KeypointsDelta:
     if len(data) < DELTA_HEADER_BYTES + 1:
         raise ProtocolError(f"KEYPOINTS_DELTA is {len(data)} bytes, minimum {DELTA_HEADER_BYTES + 1}")
     k = session.num_kp
-    seq = int.from_bytes(data[1:3], "big")
-    dec = BinDecoder(data[3:], "KEYPOINTS_DELTA payload")
+    seq = extend_seq(data[0] & ((1 << DELTA_SEQ_BITS) - 1), near_seq)
+    dec = BinDecoder(data[DELTA_HEADER_BYTES:], "KEYPOINTS_DELTA payload")
     probs = list(INITIAL_PROBS)
     distance = dec.get_ueg(probs, CTX_REF, 2) + 1
     if distance > MAX_REF_DISTANCE:

@@ -236,5 +236,6 @@ class KeypointDecoder:
         return Keypoints(packet.seq, ts_90k, kp, jac, is_key, exact)
 
     def decode_bytes(self, data: bytes) -> Keypoints | None:
-        """`decode_keypoints` then `decode`."""
-        return self.decode(decode_keypoints(data, self.session))
+        """`decode_keypoints` then `decode`; a DELTA's seq is extended next to the newest frame held."""
+        near = (next(reversed(self._history)) + 1) & 0xFFFF if self._history else 0
+        return self.decode(decode_keypoints(data, self.session, near))

@@ -81,12 +81,14 @@ def encode_message(msg: Message, session: Session | None = None) -> bytes:
     raise TypeError(f"not an avfr.proto message: {type(msg).__name__}")
 
 
-def decode_message(data: bytes, session: Session | None = None) -> Message:
+def decode_message(data: bytes, session: Session | None = None, near_seq: int = 0) -> Message:
     """bytes -> the message they hold.
 
     Args:
         data: one whole data-channel message.
         session: the call's session; keypoint packets before one is set up are refused.
+        near_seq: the keypoint seq the receiver expects next, to extend a DELTA's 7 seq bits
+            (`decode_keypoints`).
 
     Raises:
         ProtocolError: anything malformed (code MALFORMED), another wire version (UNSUPPORTED_VERSION), a
@@ -96,7 +98,7 @@ def decode_message(data: bytes, session: Session | None = None) -> Message:
     if msg_type in (MessageType.KEYPOINTS_KEY, MessageType.KEYPOINTS_DELTA):
         if session is None:
             raise ProtocolError(f"{msg_type.name} before a Hello was accepted", ErrorCode.UNEXPECTED_MESSAGE)
-        return decode_keypoints(data, session)
+        return decode_keypoints(data, session, near_seq)
     if msg_type == MessageType.HELLO:
         return decode_hello(data)
     if msg_type == MessageType.ERROR:

@@ -275,7 +275,8 @@ class Decoder:
                 self.stats.audio_bytes += len(data)
             return
         self.stats.received += 1
-        index = self._buffer.put_keypoints(decode_keypoints(data, self.session), now_s)
+        packet = decode_keypoints(data, self.session, self._buffer.expected_seq())
+        index = self._buffer.put_keypoints(packet, now_s)
         if index is not None:
             self.stats.keypoint_bytes += len(data)
             if self.config.timing:

@@ -170,6 +170,15 @@ class JitterBuffer:
         n = self.next_frame
         return n + seq_diff(seq, (self.anchor[0] + n) & 0xFFFF)
 
+    def expected_seq(self) -> int:
+        """uint16 seq a DELTA's 7 seq bits are extended next to (`avfr.proto.extend_seq`).
+
+        The frame after the newest media that arrived (keypoints, or audio on the same clock, which carries
+        its whole ts), or the next frame to decide if that is later (a call that resumes after a silence).
+        """
+        n = max(self.next_frame, self._kp_high + 1, self._media_high // SAMPLES_PER_FRAME)
+        return (self.anchor[0] + n) & 0xFFFF
+
     def _audio_index(self, ts_90k: int) -> int:
         """Audio packet index of a ts: the one nearest the next audio packet (the extended ts; unbounded).
 

@@ -6,7 +6,9 @@ source image it holds, the mel window of the Opus-decoded speech it hears) every
 is coded). Without loss this is bit-exactly the far end's picture (`last_replica`). It measures the PSNR
 of that picture against the camera frame and asks for a fresh source image (the current frame, small and
 cheap: `EncoderConfig.refresh_size`) when the PSNR falls `drift_threshold_db` below the best it reached since
-the last source change (the first check after a change only sets that level).
+the last source change (the first check after a change only sets that level). Before it goes out, `trial`
+draws the same frame from the refresh image as the far end will hold it: the Encoder sends it only if that
+beats the current picture by `refresh_min_gain_db`, else `decline` makes the current level the baseline.
 
 `NeutralWindow` holds the face frames since the last check and picks the most neutral one (eyes open, mouth
 closed: `neutral_score`) as that source image (`EncoderConfig.refresh_pick` "neutral"): the generator warps the
@@ -137,11 +139,15 @@ class DriftMonitor:
         self._first_checkable = 1
         # frame index of the last automatic or requested refresh (none yet: the first may come at once)
         self.last_refresh_frame = -config.min_refresh_interval_frames
+        self._previous_refresh_frame = self.last_refresh_frame
+        # what the last check drew: (camera uint8 (256, 256, 3), kp, jac, log-mel window), for `trial`
+        self._last_check: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def set_source(self, source_rgb: np.ndarray, extractor: object) -> None:
         """The far end now holds `source_rgb` (decoded uint8 (256, 256, 3)); the next check sets the baseline,
         on a frame after the newest one added (earlier frames were drawn with the previous source)."""
         self._baseline_psnr_db = None
+        self._last_check = None
         self._first_checkable = self._recent[-1][0] + 1 if self._recent else 1
         source5, _ = source_input(source_rgb, extractor)
         self.replica.set_source(source5)
@@ -176,8 +182,10 @@ class DriftMonitor:
         t0 = time.perf_counter()
         self._decode_audio()
         window = pcm_window(self._pcm, index - self._pcm_base // SAMPLES_PER_FRAME, self.causal_window)
-        picture = self.replica.frame(kp, jac, log_mel_window(window))
+        mel = log_mel_window(window)
+        picture = self.replica.frame(kp, jac, mel)
         self.last_replica = (index, picture)
+        self._last_check = (rgb, kp, jac, mel)
         score = psnr_db(picture, rgb)
         elapsed_ms = 1000 * (time.perf_counter() - t0)
         if self._baseline_psnr_db is None:
@@ -190,8 +198,33 @@ class DriftMonitor:
         if refresh:
             logger.info("frame %d: far-end picture drifted to %.1f dB (baseline %.1f dB): new source",
                         index, score, self._baseline_psnr_db)
-            self.last_refresh_frame = index
+            self._previous_refresh_frame, self.last_refresh_frame = self.last_refresh_frame, index
         return DriftReading(index, score, elapsed_ms, refresh)
+
+    def trial(self, source_rgb: np.ndarray, extractor: object) -> float:
+        """PSNR (dB) of the last checked frame drawn from `source_rgb` (uint8 (256, 256, 3), decoded as the far
+        end would hold it) instead of the current source; the replica keeps its source.
+
+        Raises:
+            RuntimeError: no check ran since the last source change.
+        """
+        if self._last_check is None:
+            raise RuntimeError("trial() needs a drift check first")
+        rgb, kp, jac, mel = self._last_check
+        saved = self.replica.source_tensors
+        try:
+            source5, _ = source_input(source_rgb, extractor)
+            self.replica.set_source(source5)
+            picture = self.replica.frame(kp, jac, mel)
+        finally:
+            self.replica.restore_source(saved)
+        return psnr_db(picture, rgb)
+
+    def decline(self, score_db: float) -> None:
+        """The refresh of the last check was not sent: `score_db` (the current picture's PSNR) becomes the
+        baseline, so only a further drift triggers again, and no refresh interval was used up."""
+        self._baseline_psnr_db = score_db
+        self.last_refresh_frame = self._previous_refresh_frame
 
     def _decode_audio(self) -> None:
         """Bring the decoded speech up to date (the Opus packets sent so far)."""

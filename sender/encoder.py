@@ -141,13 +141,19 @@ class Encoder:
         self._started = True
         return [OutMessage(CONTROL_CHANNEL_LABEL, encode_hello(self.hello)), *self._source_messages(source_rgb)]
 
-    def _source_messages(self, rgb: np.ndarray, size: int | None = None, quality: int | None = None
-                         ) -> list[OutMessage]:
-        """Source-image chunks of `rgb` (uint8 (H, W, 3)), sent at `size` px (None: as it is) and WebP `quality`
-        (None: `source_quality`)."""
+    def _source_bytes(self, rgb: np.ndarray, size: int | None = None, quality: int | None = None) -> bytes:
+        """WebP bytes of `rgb` (uint8 (H, W, 3)) at `size` px (None: as it is) and `quality` (None:
+        `source_quality`)."""
         if size is not None and rgb.shape[:2] != (size, size):
             rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-        data = encode_source_image(rgb, self.config.source_quality if quality is None else quality)
+        return encode_source_image(rgb, self.config.source_quality if quality is None else quality)
+
+    def _source_messages(self, rgb: np.ndarray, size: int | None = None, quality: int | None = None,
+                         data: bytes | None = None) -> list[OutMessage]:
+        """Source-image chunks of `rgb` (uint8 (H, W, 3)), sent at `size` px (None: as it is) and WebP `quality`
+        (None: `source_quality`); `data`: those bytes, already encoded."""
+        if data is None:
+            data = self._source_bytes(rgb, size, quality)
         self._image_id += 1
         image = SourceImage(self._image_id, SOURCE_FORMAT, data)
         out = [OutMessage(CONTROL_CHANNEL_LABEL, encode_source_chunk(c)) for c in split_source_image(image)]
@@ -158,17 +164,19 @@ class Encoder:
             self._drift.set_source(self._source_rgb, self.extractor)
         return out
 
-    def refresh_source(self, rgb: np.ndarray, small: bool = False) -> list[OutMessage]:
+    def refresh_source(self, rgb: np.ndarray, small: bool = False, data: bytes | None = None
+                       ) -> list[OutMessage]:
         """Send a new source image now (a new image id); returns its control messages.
 
         Args:
             rgb: uint8 (256, 256, 3) RGB.
             small: an automatic refresh: `refresh_size` px at `refresh_quality`, paid back by the keypoint
                 rate control over `refresh_payback_s` (else full size at `source_quality`).
+            data: the image's bytes, already encoded (None: encode `rgb`).
         """
         cfg = self.config
-        out = (self._source_messages(rgb, cfg.refresh_size, cfg.refresh_quality) if small
-               else self._source_messages(rgb))
+        out = (self._source_messages(rgb, cfg.refresh_size, cfg.refresh_quality, data) if small
+               else self._source_messages(rgb, data=data))
         nbytes = sum(len(m.data) for m in out)
         self.stats.refreshes += 1
         self.stats.refresh_bytes += nbytes
@@ -261,7 +269,7 @@ class Encoder:
         return out
 
     def encode_hold(self, index: int) -> list[OutMessage]:
-        """Frame `index` without looking at it: the last keypoints again (a 4-byte delta).
+        """Frame `index` without looking at it: the last keypoints again (a 2-byte delta).
 
         For a sender that fell behind real time: the stream keeps one packet per frame (seq and media clock
         stay regular) while the expensive priors + keypoint graph are skipped.
@@ -305,7 +313,19 @@ class Encoder:
             return []
         picked = None if self._neutral is None else self._neutral.pick()
         frame, rgb = (index, current) if picked is None else picked
-        out = self.refresh_source(rgb, small=True)
+        cfg = self.config
+        data = self._source_bytes(rgb, cfg.refresh_size, cfg.refresh_quality)
+        if cfg.refresh_min_gain_db > 0:
+            t0 = time.perf_counter()
+            trial_db = self._drift.trial(decode_source_image(data), self.extractor)
+            self.stats.drift_ms += 1000 * (time.perf_counter() - t0)
+            if trial_db < reading.psnr_db + cfg.refresh_min_gain_db:
+                self._drift.decline(reading.psnr_db)
+                self.stats.refreshes_declined += 1
+                logger.info("frame %d: a refresh would draw %.1f dB against %.1f dB now: not sent",
+                            index, trial_db, reading.psnr_db)
+                return []
+        out = self.refresh_source(rgb, small=True, data=data)
         self.stats.refresh_frame = frame
         if frame != index:
             logger.info("frame %d: the refresh image is frame %d (the most neutral since the last check)",

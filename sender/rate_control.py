@@ -2,15 +2,15 @@
 
 The bytes of the last second of keypoint packets (keys included) are summed; above 90 % of the budget the
 encoder coarsens one level (more keypoint/jacobian hysteresis, at the top level every other frame repeats
-the last sent levels as a 4-byte packet), below 85 % for a whole window it refines one level again.
+the last sent levels as a 2-byte packet), below 85 % for a whole window it refines one level again.
 Keypoint hysteresis alone barely moves the rate (the jacobians take most of the bits; 1.5 steps even cost
 more than 0.75 on edtalk_expr), so the levels raise the jacobian hysteresis too.
 
 It goes no coarser than its top level: since the call's jacobians have 7 bits (session 8), the most expressive
-dev clip needs more than 1800 bit/s even there (edtalk_expr 2.03 kbit/s mean, 2 s peak 2.34), and levels past
-1.0/1.0 steps (1.5/1.5, 2.0/2.0, or holding 2 frames of 3), even when entered only above the budget itself,
-cost the mean picture more than the bits are worth (23.28 -> 22.9-23.1 dB, LMD 2.33 -> 2.45-2.9 px on the 7 dev
-clips at 1800 bit/s).
+dev clip needs more than the budget even there (wire v2 at 1400 bit/s: edtalk_expr 1.63 kbit/s mean, 2 s peak
+1.94; v1 at 1800: 2.03 and 2.34), and levels past 1.0/1.0 steps (1.5/1.5, 2.0/2.0, or holding 2 frames of 3),
+even when entered only above the budget itself, cost the mean picture more than the bits are worth (23.28 ->
+22.9-23.1 dB, LMD 2.33 -> 2.45-2.9 px on the 7 dev clips at 1800 bit/s, wire v1).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class KeypointRateController:
     """Keeps a keypoint stream near a bit budget by coarsening the keypoint encoder (no wire change).
 
     Per frame: `prepare(encoder, frame_number)` sets the encoder's hysteresis for the current level and
-    says whether to repeat the last sent levels (a 4-byte "not moved" delta) instead of the new keypoints;
+    says whether to repeat the last sent levels (a 2-byte "not moved" delta) instead of the new keypoints;
     `update(nbytes)` then records the packet's size. Over `window_packets` packets (keys included):
     rate > raise_fraction x budget -> one level coarser (at most every `raise_hold_packets` packets, so one
     change can show before the next); rate < lower_fraction x budget for a whole window since the last

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from avfr.codec.data import SAMPLE_RATE, SAMPLES_PER_FRAME
-from avfr.proto import CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL
+from avfr.proto import CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL, WIRE_VERSION
+from avfr.proto.framing import COMPACT_DELTA_BIT
 from avfr.sender.config import OutMessage
 from avfr.sender.encoder import Encoder
 
@@ -278,13 +279,13 @@ class SendingPeer:
                 if k % 2:
                     junk = bytes([0x06]) + bytes(self._rng.getrandbits(8) for _ in range(20))  # version 0
                 else:
-                    junk = bytes([0x17, 0, 0])  # a delta with no payload
+                    junk = bytes([COMPACT_DELTA_BIT])  # a delta with no payload
                 out.append(OutMessage(MEDIA_CHANNEL_LABEL, junk))
                 self.stats.injected_malformed += 1
         if index == imp.duplicate_hello_at_frame:
             out.append(OutMessage(CONTROL_CHANNEL_LABEL, self.hello_bytes))
         if index == imp.wrong_version_at_frame:
-            out.append(OutMessage(CONTROL_CHANNEL_LABEL, bytes([0x21]) + self.hello_bytes[1:]))
+            out.append(OutMessage(CONTROL_CHANNEL_LABEL, bytes([(WIRE_VERSION + 1) << 4 | 1]) + self.hello_bytes[1:]))
             self.stats.injected_malformed += 1
         if index == imp.refresh_at_frame:
             out.extend(self.encoder.refresh_source(frame.rgb))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from avfr.proto import (
     MAX_MESSAGE_BYTES,
+    WIRE_VERSION,
     KeypointDecoder,
     KeypointsDelta,
     KeypointsKey,
@@ -28,7 +29,7 @@ assert _spec is not None and _spec.loader is not None
 GOLDEN = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(GOLDEN)
 VECTORS = [
-    ((GOLDEN_DIR / "v1" / f"{name}.bin").read_bytes(), session or Session())
+    ((GOLDEN_DIR / f"v{WIRE_VERSION}" / f"{name}.bin").read_bytes(), session or Session())
     for name, (_, session) in sorted(GOLDEN.golden_messages().items())
 ]
 SESSIONS = [Session(), GOLDEN.SESSION_96]
@@ -91,24 +92,25 @@ def test_seeded_random_garbage() -> None:
     sink = _Sink()
     _prime(sink)
     rng = np.random.default_rng(1)
-    tags = [(1 << 4) | t for t in MessageType] + [0x00, 0x1F, 0x2A, 0xFF]
+    tags = [(WIRE_VERSION << 4) | t for t in MessageType] + [0x00, 0x1F, 0x2F, 0x3A, 0x80, 0xFF]
     for i in range(4000):
         n = int(rng.choice([0, 1, 2, 3, 4, 7, 8, 13, 20, 52, 64, 200, 1300]))
         body = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         if i % 2:  # half of them start with a valid tag, so the type-specific parsers see them
             body = bytes([tags[i % len(tags)]]) + body
         sink.feed(body, SESSIONS[i % 2])
-    sink.feed(b"\x11" * (MAX_MESSAGE_BYTES + 1), None)
-    sink.feed(bytes([0x11]) + b"\x91" * 2000, None)  # deeply nested msgpack arrays
-    sink.feed(bytes([0x11]) + b"\xdd\xff\xff\xff\xff", None)  # array header claiming 4 G elements
-    sink.feed(bytes([0x11]) + b"\xc6\xff\xff\xff\xff", None)  # bin header claiming 4 GiB
+    sink.feed(b"\x21" * (MAX_MESSAGE_BYTES + 1), None)
+    sink.feed(b"\x81" * (MAX_MESSAGE_BYTES + 1), Session())
+    sink.feed(bytes([0x21]) + b"\x91" * 2000, None)  # deeply nested msgpack arrays
+    sink.feed(bytes([0x21]) + b"\xdd\xff\xff\xff\xff", None)  # array header claiming 4 G elements
+    sink.feed(bytes([0x21]) + b"\xc6\xff\xff\xff\xff", None)  # bin header claiming 4 GiB
     assert sink.refused > 3000
 
 
 def test_random_mutations_of_valid_msgpack_messages() -> None:
     sink = _Sink()
     rng = np.random.default_rng(2)
-    msgpack_vectors = [(d, s) for d, s in VECTORS if d[0] & 0x0F in (1, 2, 3, 4, 5)]
+    msgpack_vectors = [(d, s) for d, s in VECTORS if d[0] < 0x80 and d[0] & 0x0F in (1, 2, 3, 4, 5)]
     for i in range(3000):
         data, _ = msgpack_vectors[i % len(msgpack_vectors)]
         mutated = bytearray(data)
@@ -126,7 +128,7 @@ def test_hypothesis_arbitrary_bytes(data: bytes, with_session: bool) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(tag=st.sampled_from([0x16, 0x17, 0x18]), body=st.binary(max_size=80))
+@given(tag=st.sampled_from([0x26, 0x80, 0x85, 0xFF, 0x28]), body=st.binary(max_size=80))
 def test_hypothesis_media_packets(tag: int, body: bytes) -> None:
     sink = _Sink()
     _prime(sink)

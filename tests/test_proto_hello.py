@@ -67,14 +67,14 @@ def test_bit_depth_ranges_of_the_receiver() -> None:
 
 
 def test_unknown_version_is_refused_before_the_body_is_read() -> None:
-    future = bytes([0x31]) + b"\xc1 anything at all"
+    future = bytes([0x41]) + b"\xc1 anything at all"
     with pytest.raises(ProtocolError) as exc:
         decode_message(future)
     reply = error_from_exception(exc.value)
-    assert reply == Error(ErrorCode.UNSUPPORTED_VERSION, "wire version 3 not supported (this build speaks 1)")
+    assert reply == Error(ErrorCode.UNSUPPORTED_VERSION, "wire version 4 not supported (this build speaks 2)")
 
 
-@pytest.mark.parametrize("version", [0, 2, 15])
+@pytest.mark.parametrize("version", [0, 1, 3, 7])
 def test_unknown_version_is_refused_before_the_size_is_checked(version: int) -> None:
     """SPEC.md, "Framing": the version comes before anything else, the overall size limit included."""
     from avfr.proto import MAX_MESSAGE_BYTES, peek_type
@@ -84,9 +84,9 @@ def test_unknown_version_is_refused_before_the_size_is_checked(version: int) -> 
         with pytest.raises(ProtocolError) as exc:
             read(oversized)
         assert exc.value.code == ErrorCode.UNSUPPORTED_VERSION
-        assert str(exc.value) == f"wire version {version} not supported (this build speaks 1)"
+        assert str(exc.value) == f"wire version {version} not supported (this build speaks 2)"
     with pytest.raises(ProtocolError, match=f"message is {MAX_MESSAGE_BYTES + 1} bytes, limit {MAX_MESSAGE_BYTES}"):
-        decode_message(bytes([0x11]) + b"\x00" * MAX_MESSAGE_BYTES)  # this version: the size
+        decode_message(bytes([0x21]) + b"\x00" * MAX_MESSAGE_BYTES)  # this version: the size
 
 
 def test_error_text_is_cut_to_the_limit() -> None:

@@ -1,4 +1,4 @@
-"""Round trips of every message, golden vectors (tests/data/proto/v1) and exact errors of broken variants."""
+"""Round trips of every message, golden vectors (tests/data/proto/v2) and exact errors of broken variants."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from avfr.proto import (
     decode_message,
     encode_message,
     error_from_exception,
+    extend_seq,
     peek_type,
     split_source_image,
 )
@@ -47,13 +48,14 @@ def _load_make_golden() -> ModuleType:
 GOLDEN = _load_make_golden()
 GOLDEN_MESSAGES = GOLDEN.golden_messages()
 CORRUPT_MESSAGES = GOLDEN.corrupt_messages()
-V1 = GOLDEN_DIR / f"v{WIRE_VERSION}"
+GOLDEN_MESSAGES_BYTES = {name: encode_message(m, s) for name, (m, s) in GOLDEN_MESSAGES.items()}
+GOLDEN_VERSION_DIR = GOLDEN_DIR / f"v{WIRE_VERSION}"
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_MESSAGES))
 def test_golden_decodes_to_expected_and_encodes_to_golden(name: str) -> None:
     msg, session = GOLDEN_MESSAGES[name]
-    data = (V1 / f"{name}.bin").read_bytes()
+    data = (GOLDEN_VERSION_DIR / f"{name}.bin").read_bytes()
     assert decode_message(data, session) == msg
     assert encode_message(msg, session) == data
 
@@ -61,16 +63,52 @@ def test_golden_decodes_to_expected_and_encodes_to_golden(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(CORRUPT_MESSAGES))
 def test_corrupt_golden_variants_raise_the_exact_error(name: str) -> None:
     _, session, expected = CORRUPT_MESSAGES[name]
-    data = (V1 / "bad" / f"{name}.bin").read_bytes()
+    data = (GOLDEN_VERSION_DIR / "bad" / f"{name}.bin").read_bytes()
     with pytest.raises(ProtocolError) as exc:
         decode_message(data, session)
     assert str(exc.value) == expected
 
 
+def test_the_frozen_version_1_vectors_are_refused_by_version() -> None:
+    """SPEC.md, "Versioning": v1 is history; a v1 peer gets UNSUPPORTED_VERSION, whatever it sends but a delta."""
+    v1 = sorted((GOLDEN_DIR / "v1").glob("*.bin"))
+    assert len(v1) == 12
+    for path in v1:
+        if path.stem == "keypoints_delta":  # 0x17 0x00 0x01...: a v1 tag, not a compact delta either
+            assert path.read_bytes()[0] == 0x17
+        with pytest.raises(ProtocolError) as exc:
+            decode_message(path.read_bytes(), Session())
+        assert exc.value.code == ErrorCode.UNSUPPORTED_VERSION, path.name
+        assert str(exc.value) == "wire version 1 not supported (this build speaks 2)"
+
+
+@pytest.mark.parametrize(("low_bits", "near", "seq"), [
+    (5, 5, 5), (5, 0, 5), (127, 0, 65535), (64, 0, 65472), (63, 0, 63), (0, 65535, 0), (100, 65530, 65508),
+    (70, 65530, 65478), (69, 65530, 65477), (0, 65500, 0),
+])
+def test_a_delta_seq_is_the_one_nearest_the_expected_seq(low_bits: int, near: int, seq: int) -> None:
+    """7 bits name a frame within -64..+63 of the receiver's expected seq, across the uint16 wrap."""
+    assert extend_seq(low_bits, near) == seq
+    for step in range(-64, 64):  # every seq within the window comes back from its 7 bits
+        assert extend_seq(((near + step) & 0xFFFF) & 0x7F, near) == (near + step) & 0xFFFF
+
+
+def test_delta_packets_carry_seven_seq_bits_and_decode_next_to_the_expected_seq() -> None:
+    delta, session = GOLDEN_MESSAGES["keypoints_delta"]  # seq 1, reference 65535
+    for seq in (0, 1, 127, 128, 40000, 65535):
+        moved = KeypointsDelta(seq, (seq - 2) & 0xFFFF, delta.ts_offset_90k, delta.common, delta.kp_res,
+                               delta.jac_res)
+        data = encode_message(moved, session)
+        assert data[0] == 0x80 | (seq & 0x7F) and len(data) == len(GOLDEN_MESSAGES_BYTES["keypoints_delta"])
+        for near in (seq, (seq - 63) & 0xFFFF, (seq + 64) & 0xFFFF):  # the frame is 63 after .. 64 before
+            assert decode_message(data, session, near) == moved
+        assert decode_message(data, session, (seq - 64) & 0xFFFF).seq == (seq - 128) & 0xFFFF  # aliased
+
+
 def test_every_golden_file_is_listed() -> None:
-    on_disk = {p.stem for p in V1.glob("*.bin")}
+    on_disk = {p.stem for p in GOLDEN_VERSION_DIR.glob("*.bin")}
     assert on_disk == set(GOLDEN_MESSAGES)
-    assert {p.stem for p in (V1 / "bad").glob("*.bin")} == set(CORRUPT_MESSAGES)
+    assert {p.stem for p in (GOLDEN_VERSION_DIR / "bad").glob("*.bin")} == set(CORRUPT_MESSAGES)
 
 
 def test_golden_files_match_this_build() -> None:
@@ -78,7 +116,7 @@ def test_golden_files_match_this_build() -> None:
 
 
 def test_every_message_type_has_a_golden_vector() -> None:
-    types = {peek_type((V1 / f"{name}.bin").read_bytes()) for name in GOLDEN_MESSAGES}
+    types = {peek_type((GOLDEN_VERSION_DIR / f"{name}.bin").read_bytes()) for name in GOLDEN_MESSAGES}
     assert types == set(MessageType)
 
 
@@ -190,31 +228,31 @@ def test_encoding_a_packet_that_does_not_fit_the_session_fails() -> None:
 
 def test_unsupported_version_carries_its_code() -> None:
     with pytest.raises(ProtocolError) as exc:
-        decode_message(bytes([0x21]) + encode_message(Refresh())[1:])
+        decode_message(bytes([0x31]) + encode_message(Refresh())[1:])
     assert exc.value.code == ErrorCode.UNSUPPORTED_VERSION
     reply = error_from_exception(exc.value)
-    assert reply == Error(ErrorCode.UNSUPPORTED_VERSION, "wire version 2 not supported (this build speaks 1)")
+    assert reply == Error(ErrorCode.UNSUPPORTED_VERSION, "wire version 3 not supported (this build speaks 2)")
     assert decode_message(encode_message(reply)) == reply
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"\x11" * (MAX_MESSAGE_BYTES + 1),
+        (b"\x21" * (MAX_MESSAGE_BYTES + 1),
          f"message is {MAX_MESSAGE_BYTES + 1} bytes, limit {MAX_MESSAGE_BYTES}"),
-        (bytes([0x13]) + b"\x92\xc3\xc2" + b"\x00" * 20, "REFRESH message is 24 bytes, limit 16"),
-        (bytes([0x10]), "unknown message type 0"),
-        (bytes([0x13, 0x93, 0xc3, 0xc2, 0xc2]), "REFRESH: body has 3 fields, expected 2"),
-        (bytes([0x13, 0x81, 0xa1, 0x61, 0x01]), "REFRESH: body must be a msgpack array, got dict"),
-        (bytes([0x13, 0x92, 0xc3, 0xc2, 0x00]),
+        (bytes([0x23]) + b"\x92\xc3\xc2" + b"\x00" * 20, "REFRESH message is 24 bytes, limit 16"),
+        (bytes([0x20]), "unknown message type 0"),
+        (bytes([0x23, 0x93, 0xc3, 0xc2, 0xc2]), "REFRESH: body has 3 fields, expected 2"),
+        (bytes([0x23, 0x81, 0xa1, 0x61, 0x01]), "REFRESH: body must be a msgpack array, got dict"),
+        (bytes([0x23, 0x92, 0xc3, 0xc2, 0x00]),
          "REFRESH: malformed msgpack body (ExtraData: unpack(b) received extra data.)"),
-        (bytes([0x13, 0x92, 0xc3, 0xc1]), "REFRESH: malformed msgpack body (FormatError: )"),
-        (bytes([0x12, 0x92, 0x09, 0xa0]), "Error.code=9 is not a known error code"),
-        (bytes([0x12, 0x92, 0x01, 0xa2, 0xff, 0xfe]),
+        (bytes([0x23, 0x92, 0xc3, 0xc1]), "REFRESH: malformed msgpack body (FormatError: )"),
+        (bytes([0x22, 0x92, 0x09, 0xa0]), "Error.code=9 is not a known error code"),
+        (bytes([0x22, 0x92, 0x01, 0xa2, 0xff, 0xfe]),
          "ERROR: malformed msgpack body (UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in "
          "position 0: invalid start byte)"),
-        (bytes([0x18, 0, 0, 0, 0, 0, 0]), "AUDIO is 7 bytes, minimum 8"),
-        (bytes([0x18]) + b"\x00" * 6 + b"\x01" * 1276, "AUDIO message is 1283 bytes, limit 1282"),
+        (bytes([0x28, 0, 0, 0, 0, 0, 0]), "AUDIO is 7 bytes, minimum 8"),
+        (bytes([0x28]) + b"\x00" * 6 + b"\x01" * 1276, "AUDIO message is 1283 bytes, limit 1282"),
     ],
     ids=["oversized", "type-limit", "type-0", "arity", "map", "extra", "format", "error-code", "utf8",
          "audio-empty", "audio-long"],

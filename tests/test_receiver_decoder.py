@@ -175,7 +175,7 @@ def test_unknown_model_is_refused(model):
 
 def test_wrong_version_hello_gets_an_error(model):
     msgs, _ = _stream(model)
-    wrong = bytes([0x21]) + msgs[0][1][1:]
+    wrong = bytes([0x31]) + msgs[0][1][1:]
     dec = _run(model, [(C, wrong)])
     replies = [decode_message(r) for r in dec.take_replies()]
     assert replies[0].code == ErrorCode.UNSUPPORTED_VERSION
@@ -183,7 +183,7 @@ def test_wrong_version_hello_gets_an_error(model):
 
 def test_duplicate_hello_and_corrupt_packets_are_counted(model):
     msgs, _ = _stream(model)
-    junk = [(M, bytes([0x17, 0, 0])), (M, b"\x00" * 9), (M, bytes([0x26]) + b"\x01" * 30), (C, b"\xff")]
+    junk = [(M, bytes([0x80])), (M, b"\x00" * 9), (M, bytes([0x26]) + b"\x01" * 30), (C, b"\xff")]
     dec = _run(model, msgs[:8] + junk + [msgs[0]] + msgs[8:])
     assert dec.stats.dropped_malformed == len(junk)
     assert dec.stats.duplicate_hellos == 1
@@ -308,7 +308,7 @@ def test_causal_window_uses_only_the_past(model):
 
 
 def _forged_ahead(model, data: bytes, session, min_ahead: int) -> bytes:
-    """`data` (a real keypoint packet) with one bit flipped so that its seq is `min_ahead`..250 frames later."""
+    """`data` (a real KEY packet) with one bit flipped so that its seq is `min_ahead`..200 frames later."""
     from avfr.proto import ProtocolError, decode_keypoints, seq_diff
 
     seq = decode_keypoints(data, session).seq
@@ -333,7 +333,9 @@ def test_realtime_one_forged_packet_far_ahead_moves_nothing(model):
     frame = np.maximum(np.array(_media_frame(msgs)), 0)
     send_s = 0.04 * frame + 0.01 * (np.arange(len(msgs)) % 3)  # a little jitter
     tenth = next(i for i, f in enumerate(frame) if f == 10 and msgs[i][0] == M)
-    forged = _forged_ahead(model, msgs[tenth][1], session, min_ahead=100)
+    key = next(data for (channel, data), f in zip(msgs, frame, strict=True)
+               if f == 0 and channel == M and data[0] < 0x80)
+    forged = _forged_ahead(model, key, session, min_ahead=110)  # a DELTA's 7 seq bits reach 63 frames at most
     events = sorted([(t, i) for i, t in enumerate(send_s[:-1])] + [(0.04 * 59 + 0.6, len(msgs) - 1)])
     events.insert(events.index((send_s[tenth], tenth)) + 1, (send_s[tenth] + 0.001, -1))
     dec = Decoder(DecoderConfig(realtime=True), model, render=False)

@@ -167,7 +167,7 @@ def test_receiving_peer_ignores_channels_it_does_not_know_and_closes_its_worker(
                     if evil.readyState == "open" and control.readyState == "open":
                         break
                     await asyncio.sleep(0.01)
-                evil.send(b"\x16" + b"\x00" * 40)
+                evil.send(b"\x26" + b"\x00" * 40)
                 control.send(_hello(model))
                 await asyncio.sleep(0.3)
             finally:

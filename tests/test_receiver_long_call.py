@@ -103,7 +103,7 @@ class _Call:
     def keypoints(self, n: int) -> bytes:
         seq = (SEQ0 + n) & 0xFFFF
         if n % 2:
-            return bytes([self._delta[0]]) + struct.pack(">H", seq) + self._delta[3:]
+            return bytes([0x80 | (seq & 0x7F)]) + self._delta[1:]
         packet = KeypointsKey(seq, (TS0 + 3600 * n) % U32, self.levels(n), np.zeros((self.k, 2, 2), np.int32))
         return encode_keypoints(packet, self.session)
 

@@ -245,6 +245,16 @@ class ReceiverModel:
         outs = self.source_session.run(None, {"source": _frame5(source)})
         self._cache = dict(zip(SOURCE_OUTPUTS, outs, strict=True))
 
+    def restore_source(self, tensors: dict[str, np.ndarray]) -> None:
+        """Cache a source again from what `source_tensors` returned (no identity encoder run).
+
+        Raises:
+            ValueError: not the identity encoder's outputs (``SOURCE_OUTPUTS``).
+        """
+        if set(tensors) != set(SOURCE_OUTPUTS):
+            raise ValueError(f"source tensors must be {SOURCE_OUTPUTS}, got {sorted(tensors)}")
+        self._cache = dict(tensors)
+
     @property
     def uses_hold(self) -> bool:
         """Whether the graph takes ``held_frames`` (models trained with held keypoints)."""

@@ -64,7 +64,8 @@ function keepLocalCandidates(sdp) {
 }
 
 function countBytes(label, data) {
-  const type = new Uint8Array(data)[0] & 0x0f;
+  const first = new Uint8Array(data)[0];
+  const type = first & 0x80 ? 7 : first & 0x0f; // bit 7: a KEYPOINTS_DELTA (its 7 low bits are the seq's)
   if (label === "avfr-control") state.bytes.control += data.byteLength;
   else if (type === 8) state.bytes.audio += data.byteLength;
   else state.bytes.keypoints += data.byteLength;

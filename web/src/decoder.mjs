@@ -306,7 +306,8 @@ export class Decoder {
       return;
     }
     this.stats.received += 1;
-    const index = this._buffer.putKeypoints(decodeKeypoints(data, this.session), nowS);
+    const packet = decodeKeypoints(data, this.session, this._buffer.expectedSeq());
+    const index = this._buffer.putKeypoints(packet, nowS);
     if (index !== null) {
       this.stats.keypointBytes += data.length;
       if (this.config.timing) this.arrivalS.set(index, now());

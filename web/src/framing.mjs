@@ -1,12 +1,15 @@
 // Framing shared by every message: the tag byte, size limits and the field checks of msgpack bodies.
 // Port of avfr/proto/framing.py (proto/SPEC.md, "Framing"). wire.mjs re-exports the public names.
+// Every message starts with one tag byte, (version << 4) | type, except the KEYPOINTS_DELTA: its first byte is
+// 0x80 | (seq & 0x7f) (bit 7 set, which no version uses), so its whole header is one byte.
 //
 // Field checks take values as msgpack.mjs decodes them: ints are BigInt (so an int is never confused with a
 // float, and uint64/int64 stay exact), floats are Number, str is string, bin is Uint8Array, arrays are Array.
 
 import { ErrorCode, ProtocolError } from './errors.mjs';
 
-export const WIRE_VERSION = 1; // 1..15: the high nibble of every tag byte
+export const WIRE_VERSION = 2; // 1..7: the high nibble of every tag byte
+export const COMPACT_DELTA_BIT = 0x80; // first byte of a KEYPOINTS_DELTA: this bit, then the seq's 7 low bits
 export const DATA_CHANNEL_PROTOCOL = `avfr/${WIRE_VERSION}`; // RTCDataChannel `protocol` of both channels
 
 /** Low nibble of the tag byte. */
@@ -42,11 +45,15 @@ export function messageTypeName(type) {
 }
 
 /**
- * Tag byte of a message of this build's version: (WIRE_VERSION << 4) | type.
+ * Tag byte of a message of this build's version: (WIRE_VERSION << 4) | type (not for DELTA packets).
  * @param {number} type one of MessageType
  * @returns {number} 0..255
+ * @throws {Error} KEYPOINTS_DELTA, whose first byte is COMPACT_DELTA_BIT | (seq & 0x7f) instead
  */
 export function makeTag(type) {
+  if (type === MessageType.KEYPOINTS_DELTA) {
+    throw new Error('a KEYPOINTS_DELTA starts with COMPACT_DELTA_BIT | (seq & 0x7F), not a tag');
+  }
   return (WIRE_VERSION << 4) | type;
 }
 
@@ -79,6 +86,8 @@ export function toBytes(data) {
 /**
  * Read the tag byte, check the version, bound the length, check the type and its own size limit. The version
  * comes first (SPEC.md, "Framing"): a message of another version gets UNSUPPORTED_VERSION whatever its size.
+ * A first byte with bit 7 set is a KEYPOINTS_DELTA (it carries no version: it is only valid in a call whose
+ * Hello was accepted).
  * @param {Uint8Array|ArrayBuffer|ArrayBufferView} data one whole message as received
  * @returns {number} the message type (one of MessageType)
  * @throws {ProtocolError} empty or oversized message, unsupported version (code UNSUPPORTED_VERSION), unknown
@@ -88,14 +97,24 @@ export function parseTag(data) {
   const bytes = toBytes(data);
   const n = bytes.length;
   if (n === 0) throw new ProtocolError('empty message');
-  const version = bytes[0] >> 4;
-  const type = bytes[0] & 0x0f;
+  const tag = bytes[0];
+  if (tag & COMPACT_DELTA_BIT) {
+    if (n > MAX_MESSAGE_BYTES_BY_TYPE[MessageType.KEYPOINTS_DELTA]) {
+      throw new ProtocolError(`KEYPOINTS_DELTA message is ${n} bytes, limit ${MAX_KEYPOINTS_BYTES}`);
+    }
+    return MessageType.KEYPOINTS_DELTA;
+  }
+  const version = tag >> 4;
+  const type = tag & 0x0f;
   if (version !== WIRE_VERSION) {
     throw new ProtocolError(`wire version ${version} not supported (this build speaks ${WIRE_VERSION})`,
       ErrorCode.UNSUPPORTED_VERSION);
   }
   if (n > MAX_MESSAGE_BYTES) throw new ProtocolError(`message is ${n} bytes, limit ${MAX_MESSAGE_BYTES}`);
   if (!(type in TYPE_NAMES)) throw new ProtocolError(`unknown message type ${type}`);
+  if (type === MessageType.KEYPOINTS_DELTA) {
+    throw new ProtocolError('a KEYPOINTS_DELTA has no tag byte in this version (its first byte has bit 7 set)');
+  }
   const limit = MAX_MESSAGE_BYTES_BY_TYPE[type];
   if (n > limit) throw new ProtocolError(`${TYPE_NAMES[type]} message is ${n} bytes, limit ${limit}`);
   return type;

@@ -3,6 +3,9 @@
 // keypoint_stream.py::KeypointDecoder (proto/SPEC.md, "KEYPOINTS_KEY", "KEYPOINTS_DELTA", "Quantisation",
 // "The keypoint stream").
 //
+// A DELTA's header is one byte, COMPACT_DELTA_BIT | the seq's 7 low bits: the receiver extends them to the
+// uint16 seq nearest the one it expects next (extendSeq).
+//
 // Shapes (K = session.numKp), all flat, row-major:
 //   kpQ / kp    (K*2): x_0, y_0, x_1, y_1, ...
 //   jacQ / jac  (K*4): j_0[0][0], j_0[0][1], j_0[1][0], j_0[1][1], j_1[0][0], ...
@@ -20,7 +23,8 @@ export const MAX_TS_OFFSET_90K = 90000; // |ts - nominal ts| a delta can carry (
 export const NUM_COMPONENTS = 6; // per keypoint: x, y, j00, j01, j10, j11
 export const KP_ABS_MAX = 1.0; // keypoints live in [-1, 1]
 export const KEY_HEADER_BYTES = 7; // tag, seq (uint16), ts_90k (uint32)
-export const DELTA_HEADER_BYTES = 3; // tag, seq (uint16)
+export const DELTA_HEADER_BYTES = 1; // COMPACT_DELTA_BIT | the seq's DELTA_SEQ_BITS low bits
+export const DELTA_SEQ_BITS = 7; // a delta names its frame within -64..+63 of the seq the receiver expects
 const CLOCK_RATE_HZ = 90000;
 
 // Contexts of the delta payload: first index of each group (SPEC.md table).
@@ -64,6 +68,18 @@ if (INITIAL_PROBS.length !== 59 || INITIAL_PROBS.some((p) => p < PROB_MIN || p >
  */
 export function seqDiff(a, b) {
   return ((a - b + 32768) & 0xffff) - 32768;
+}
+
+/**
+ * The uint16 seq whose DELTA_SEQ_BITS low bits are `lowBits`, nearest `nearSeq` (within -64..+63).
+ * @param {number} lowBits the 7 bits a DELTA packet carries (0..127)
+ * @param {number} nearSeq the uint16 seq the receiver expects next (the frame after the newest it decided)
+ * @returns {number}
+ */
+export function extendSeq(lowBits, nearSeq) {
+  const half = 1 << (DELTA_SEQ_BITS - 1);
+  const step = ((lowBits - nearSeq + half) & ((1 << DELTA_SEQ_BITS) - 1)) - half;
+  return (nearSeq + step) & 0xffff;
 }
 
 /**
@@ -116,14 +132,16 @@ export function dequantiseKeypoints(kpQ, jacQ, session) {
  *          kpRes: Int32Array(2K), jacRes: Int32Array(4K)}
  * @param {Uint8Array|ArrayBuffer|ArrayBufferView} data one whole message
  * @param {object} session the call's session (numKp, kpBits, jacBits)
+ * @param {number} [nearSeq] uint16 seq the receiver expects next; a DELTA's 7 seq bits become the seq nearest it
+ *   (extendSeq). KEY packets carry their whole seq.
  * @returns {object}
  * @throws {ProtocolError} anything malformed (length, version, type, levels, entropy-coded payload)
  */
-export function decodeKeypoints(data, session) {
+export function decodeKeypoints(data, session, nearSeq = 0) {
   const bytes = toBytes(data);
   const type = parseTag(bytes);
   if (type === MessageType.KEYPOINTS_KEY) return decodeKey(bytes, session);
-  if (type === MessageType.KEYPOINTS_DELTA) return decodeDelta(bytes, session);
+  if (type === MessageType.KEYPOINTS_DELTA) return decodeDelta(bytes, session, nearSeq & 0xffff);
   throw new ProtocolError(`expected a keypoints packet, got ${messageTypeName(type)}`, ErrorCode.UNEXPECTED_MESSAGE);
 }
 
@@ -151,12 +169,12 @@ function decodeKey(bytes, session) {
   return { type: MessageType.KEYPOINTS_KEY, seq, ts90k, levels, kpQ: levels.subarray(0, 2 * k), jacQ: levels.subarray(2 * k) };
 }
 
-function decodeDelta(bytes, session) {
+function decodeDelta(bytes, session, nearSeq) {
   if (bytes.length < DELTA_HEADER_BYTES + 1) {
     throw new ProtocolError(`KEYPOINTS_DELTA is ${bytes.length} bytes, minimum ${DELTA_HEADER_BYTES + 1}`);
   }
   const k = session.numKp;
-  const seq = bytes[1] * 256 + bytes[2];
+  const seq = extendSeq(bytes[0] & ((1 << DELTA_SEQ_BITS) - 1), nearSeq);
   const dec = new BinDecoder(bytes.subarray(DELTA_HEADER_BYTES), 'KEYPOINTS_DELTA payload');
   const probs = Int32Array.from(INITIAL_PROBS);
   const distance = dec.getUeg(probs, CTX_REF, 2) + 1;
@@ -356,10 +374,12 @@ export class KeypointDecoder {
   }
 
   /**
-   * decodeKeypoints then decode.
+   * decodeKeypoints then decode; a DELTA's seq is extended next to the newest frame held.
    * @param {Uint8Array|ArrayBuffer|ArrayBufferView} data
    */
   decodeBytes(data) {
-    return this.decode(decodeKeypoints(data, this.session));
+    let near = 0;
+    for (const seq of this.history.keys()) near = (seq + 1) & 0xffff; // the newest is inserted last
+    return this.decode(decodeKeypoints(data, this.session, near));
   }
 }

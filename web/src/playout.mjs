@@ -145,6 +145,17 @@ export class JitterBuffer {
   }
 
   /**
+   * uint16 seq a DELTA's 7 seq bits are extended next to (`extendSeq`, keypoints.mjs): the frame after the
+   * newest media that arrived (keypoints, or audio on the same clock, which carries its whole ts), or the next
+   * frame to decide if that is later (a call that resumes after a silence).
+   * @returns {number}
+   */
+  expectedSeq() {
+    const n = Math.max(this.nextFrame, this._kpHigh + 1, Math.floor(this._mediaHigh / SAMPLES_PER_FRAME));
+    return (this.anchor[0] + n) & 0xffff;
+  }
+
+  /**
    * Audio packet index of a ts: the one nearest the next audio packet (the extended ts; unbounded).
    * @throws {ProtocolError} the ts is off the 20 ms grid.
    */

@@ -26,10 +26,11 @@ import { packArrayHeader, packBool, packFloat64, packInt, packStr, unpackArray }
 
 export { ErrorCode, ProtocolError, errorCodeName } from './errors.mjs';
 export {
-  DATA_CHANNEL_PROTOCOL, MAX_KEYPOINTS_BYTES, MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES_BY_TYPE, MAX_OPUS_PACKET_BYTES,
-  MAX_SOURCE_CHUNK_BYTES, MessageType, WIRE_VERSION, makeTag, messageTypeName, parseTag, toBytes,
+  COMPACT_DELTA_BIT, DATA_CHANNEL_PROTOCOL, MAX_KEYPOINTS_BYTES, MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES_BY_TYPE,
+  MAX_OPUS_PACKET_BYTES, MAX_SOURCE_CHUNK_BYTES, MessageType, WIRE_VERSION, makeTag, messageTypeName, parseTag,
+  toBytes,
 } from './framing.mjs';
-export { decodeKeypoints, seqDiff } from './keypoints.mjs';
+export { decodeKeypoints, extendSeq, seqDiff } from './keypoints.mjs';
 
 export const CLOCK_RATE_HZ = 90000; // the media clock of ts90k, shared by keypoints and audio
 export const TS_STEP_AUDIO_90K = 1800; // one 20 ms Opus packet
@@ -284,11 +285,13 @@ export function decodeAudio(data) {
  * bytes -> the message they hold (shapes at the top of this file).
  * @param {Uint8Array|ArrayBuffer|ArrayBufferView} data one whole data-channel message
  * @param {object|null} [session] the call's session; keypoint packets before one is set up are refused
+ * @param {number} [nearSeq] the keypoint seq the receiver expects next, to extend a DELTA's 7 seq bits
+ *   (decodeKeypoints)
  * @returns {object}
  * @throws {ProtocolError} anything malformed (MALFORMED), another wire version (UNSUPPORTED_VERSION), a
  *   keypoint packet without a session (UNEXPECTED_MESSAGE). Never another exception for any bytes.
  */
-export function decodeMessage(data, session = null) {
+export function decodeMessage(data, session = null, nearSeq = 0) {
   const bytes = toBytes(data);
   const type = parseTag(bytes);
   switch (type) {
@@ -297,7 +300,7 @@ export function decodeMessage(data, session = null) {
       if (session === null || session === undefined) {
         throw new ProtocolError(`${messageTypeName(type)} before a Hello was accepted`, ErrorCode.UNEXPECTED_MESSAGE);
       }
-      return decodeKeypoints(bytes, session);
+      return decodeKeypoints(bytes, session, nearSeq);
     case MessageType.HELLO: return decodeHello(bytes);
     case MessageType.ERROR: return decodeError(bytes);
     case MessageType.REFRESH: return decodeRefresh(bytes);

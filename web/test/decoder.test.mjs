@@ -107,6 +107,39 @@ test('in order: the end anchor gives exactly the frames sent, with their speech 
   assert.equal(stats[2].audioReceived, packets);
 });
 
+/** The call with every keypoint seq moved by `shift` (a KEY's uint16 seq, a DELTA's 7 low bits). */
+function shiftSeqs(msgs, shift) {
+  return msgs.map(([channel, data]) => {
+    const type = parseTag(data);
+    if (type !== MessageType.KEYPOINTS_KEY && type !== MessageType.KEYPOINTS_DELTA) return [channel, data];
+    const out = data.slice();
+    if (type === MessageType.KEYPOINTS_DELTA) {
+      out[0] = 0x80 | ((data[0] + shift) & 0x7f);
+    } else {
+      const seq = (((data[1] << 8) | data[2]) + shift) & 0xffff;
+      [out[1], out[2]] = [seq >> 8, seq & 0xff];
+    }
+    return [channel, out];
+  });
+}
+
+test('any first seq: DELTA seqs are extended next to the expected one, the same frames come out', async () => {
+  const reference = decoder();
+  await feed(reference.dec, MSGS);
+  const want = frameJobs(reference.dec.takeJobs());
+  for (const shift of [40000, 100, 36, 32768]) { // the call's seqs are 65500..38: now 40000 later, ...
+    const { dec } = decoder();
+    await feed(dec, shiftSeqs(MSGS, shift));
+    const got = frameJobs(dec.takeJobs());
+    assert.equal(got.length, FRAMES, `shift ${shift}`);
+    got.forEach((f, i) => {
+      assert.deepEqual([f.index, f.ts90k, f.concealed, f.kp, f.jac], [want[i].index, want[i].ts90k, want[i].concealed,
+        want[i].kp, want[i].jac], `shift ${shift}, frame ${i}`);
+    });
+    assert.equal(dec.stats.lost + dec.stats.concealed + dec.stats.droppedMalformed + dec.stats.droppedBroken, 0);
+  }
+});
+
 test('reordering within the depth changes nothing; a lost keypoint packet is held, counted, and a key requested', async () => {
   const kpAt = MSGS.map((m, i) => (isKp(m) ? i : -1)).filter((i) => i >= 0);
   const swapped = MSGS.slice();

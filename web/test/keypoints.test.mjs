@@ -6,16 +6,18 @@ import { test } from 'node:test';
 
 import { BinDecoder } from '../src/entropy.mjs';
 import {
-  INITIAL_PROBS, KeypointDecoder, MAX_REF_DISTANCE, decodeKeypoints, dequantise, keyPacketBytes, seqDiff,
+  DELTA_HEADER_BYTES, INITIAL_PROBS, KeypointDecoder, MAX_REF_DISTANCE, decodeKeypoints, dequantise, keyPacketBytes,
+  seqDiff,
 } from '../src/keypoints.mjs';
-import { MessageType, ProtocolError, makeSession } from '../src/wire.mjs';
+import { MessageType, ProtocolError, WIRE_VERSION, makeSession, parseTag } from '../src/wire.mjs';
 
 const DATA = new URL('../../tests/data/', import.meta.url);
-const FIXTURE = JSON.parse(readFileSync(new URL('web/proto_v1.json', DATA), 'utf8'));
+const FIXTURE = JSON.parse(readFileSync(new URL(`web/proto_v${WIRE_VERSION}.json`, DATA), 'utf8'));
 const STREAM = JSON.parse(readFileSync(new URL('web/stream_grid_lwbsza.json', DATA), 'utf8'));
 const RUNS = JSON.parse(readFileSync(new URL('web/stream_grid_lwbsza_keypoints.json', DATA), 'utf8'));
 const MESSAGES = STREAM.messages.map((m) => new Uint8Array(Buffer.from(m.data, 'base64')));
-const golden = (name) => new Uint8Array(readFileSync(new URL(`proto/v1/${name}.bin`, DATA)));
+const golden = (name) => new Uint8Array(readFileSync(new URL(`proto/v${WIRE_VERSION}/${name}.bin`, DATA)));
+const isKeypoints = (data) => [MessageType.KEYPOINTS_KEY, MessageType.KEYPOINTS_DELTA].includes(parseTag(data));
 
 /** Bitwise equality of a Float32Array with Python's float32 values (as exact float64 JSON numbers). */
 function assertFloat32Equal(actual, expected, what) {
@@ -71,10 +73,10 @@ test('the recorded call through KeypointDecoder: the same float32 keypoints and 
 test('the anchors on the control channel are the media KEY packets again', () => {
   const session = makeSession(STREAM.session);
   const control = STREAM.messages.map((m, i) => [m, i]).filter(([m, i]) => m.channel === 'avfr-control'
-    && MESSAGES[i][0] === 0x16).map(([, i]) => decodeKeypoints(MESSAGES[i], session));
+    && MESSAGES[i][0] === 0x26).map(([, i]) => decodeKeypoints(MESSAGES[i], session));
   assert.equal(control.length, 2);
   const media = STREAM.messages.map((m, i) => [m, i]).filter(([m, i]) => m.channel === 'avfr-media'
-    && (MESSAGES[i][0] & 0x0f) <= 7).map(([, i]) => MESSAGES[i]);
+    && isKeypoints(MESSAGES[i])).map(([, i]) => MESSAGES[i]);
   const dec = new KeypointDecoder(session);
   const frames = media.map((data) => dec.decodeBytes(data));
   assert.deepEqual([control[0].seq, control[0].ts90k], [frames[0].seq, frames[0].ts90k]);
@@ -93,6 +95,36 @@ test('golden KEY then DELTA: as Python, and the levels of make_golden.py', () =>
   assert.equal(keyPacketBytes(session), 52);
   assert.equal(key.kp[0], -1); // level -128 at 8 bits
   assert.equal(key.kp[1], 127 / 128);
+});
+
+test('decodeBytes extends a DELTA\'s 7 seq bits next to the newest frame held', () => {
+  const session = makeSession(FIXTURE.sessions.default);
+  const keyAt = (seq) => { // the golden KEY packet with another seq (bytes 1..2)
+    const data = golden('keypoints_key');
+    data[1] = seq >> 8;
+    data[2] = seq & 0xff;
+    return data;
+  };
+  const still = STREAM.decoded.findIndex((d) => d.type === 7 && d.refDistance === 1 && d.tsOffset90k === 0
+    && [...d.common, ...d.kpRes, ...d.jacRes].every((v) => v === 0)); // the call's "not moved" delta
+  const payload = MESSAGES[still].subarray(DELTA_HEADER_BYTES); // reference distance 1
+  const deltaAt = (seq) => Uint8Array.from([0x80 | (seq & 0x7f), ...payload]);
+  for (const seq0 of [40000, 65534, 65500, 100]) {
+    const dec = new KeypointDecoder(session);
+    const key = dec.decodeBytes(keyAt(seq0));
+    for (let i = 1; i <= 300; i++) { // 2.3 wraps of the 7 bits
+      const frame = dec.decodeBytes(deltaAt((seq0 + i) & 0xffff));
+      assert.deepEqual([frame.seq, frame.exact, frame.ts90k], [(seq0 + i) & 0xffff, true, (key.ts90k + 3600 * i) % 2 ** 32]);
+      assert.deepEqual(frame.kp, key.kp);
+    }
+    assert.equal(dec.broken, 0);
+  }
+  const empty = new KeypointDecoder(session); // nothing held: next to seq 0
+  assert.equal(empty.decodeBytes(deltaAt(65535)), null);
+  assert.equal(empty.broken, 1);
+  assert.equal(decodeKeypoints(deltaAt(65535), session).seq, 65535);
+  assert.equal(decodeKeypoints(deltaAt(64), session).seq, 65472);
+  assert.equal(decodeKeypoints(deltaAt(64), session, 100).seq, 64);
 });
 
 test('an exactly predicted level outside its range is a ProtocolError; a concealed one is clipped', () => {
@@ -150,7 +182,8 @@ test('entropy decoder: termination is exact, values past the end read as zeros',
   assert.equal(packet.tsOffset90k, -40);
   assert.throws(() => decodeKeypoints(Uint8Array.from([...delta, 0]), session), /its bins end in byte/);
   const probs = Int32Array.from(INITIAL_PROBS);
-  const dec = new BinDecoder(delta.subarray(3));
+  assert.equal(DELTA_HEADER_BYTES, 1);
+  const dec = new BinDecoder(delta.subarray(DELTA_HEADER_BYTES));
   assert.equal(dec.getUeg(probs, 0, 2), 1); // ref distance 2: seq 1, reference 65535
   assert.equal(dec.getSigned(probs, 2, 3, 4, 2), -40);
   assert.notDeepEqual([...probs], INITIAL_PROBS); // the contexts adapted
@@ -158,7 +191,8 @@ test('entropy decoder: termination is exact, values past the end read as zeros',
   const stills = [];
   for (let b = 0; b < 256; b++) {
     try {
-      const p = decodeKeypoints(Uint8Array.from([0x17, 0, 5, b]), session);
+      const p = decodeKeypoints(Uint8Array.from([0x85, b]), session);
+      assert.deepEqual([p.seq, p.refSeq], [5, (5 - p.refDistance) & 0xffff]);
       if (p.refDistance === 1 && p.tsOffset90k === 0 && p.common.every((v) => v === 0)
         && p.kpRes.every((v) => v === 0) && p.jacRes.every((v) => v === 0)) stills.push(b);
     } catch (exc) {
@@ -171,14 +205,16 @@ test('entropy decoder: termination is exact, values past the end read as zeros',
   assert.ok(stillDeltas.length > 0, 'the call has still frames');
   for (const d of stillDeltas) {
     const i = STREAM.decoded.indexOf(d);
-    assert.deepEqual([...MESSAGES[i].subarray(3)], [stills[0]]); // the 4-byte still packet of the real stream
+    assert.deepEqual([...MESSAGES[i]], [0x80 | (d.seq & 0x7f), stills[0]]); // the 2-byte still packet of the call
   }
 });
 
 test('every truncation of every keypoint packet of the call: a packet or a ProtocolError', () => {
   const session = makeSession(STREAM.session);
   let refused = 0;
-  for (const data of MESSAGES.filter((m) => m[0] === 0x16 || m[0] === 0x17)) {
+  const packets = MESSAGES.filter(isKeypoints);
+  assert.equal(packets.length, RUNS.about.frames + 2); // the media packets and the two anchors
+  for (const data of packets) {
     for (let n = 0; n < data.length; n++) {
       try {
         decodeKeypoints(data.subarray(0, n), session);

@@ -29,7 +29,7 @@ const SEQ0 = 65000; // the seq also wraps near frame 536, 66072, ...
 const TS0 = U32 - 3600 * 1000; // the ts wraps at frame 1000
 const DIGITS = 3; // keypoints 0..2 carry frame n's digits in x
 // Python's encode_keypoints(KeypointsDelta(seq, seq - 1, 0, common=[0, 1, 0, 0, 0, 0], zero residuals)) after
-// the 3-byte header (checked below by decoding it)
+// the 1-byte header, 0x80 | (seq & 0x7f) (checked below by decoding it)
 const DELTA_PAYLOAD = Uint8Array.of(0x3a, 0xc5, 0xd0);
 
 /** Frame n's keypoint levels (K * 2, x y interleaved). */
@@ -44,14 +44,14 @@ function levels(n) {
 
 function keypoints(n) {
   const seq = (SEQ0 + n) & 0xffff;
-  if (n % 2) return Uint8Array.of(0x17, seq >> 8, seq & 0xff, ...DELTA_PAYLOAD);
+  if (n % 2) return Uint8Array.of(0x80 | (seq & 0x7f), ...DELTA_PAYLOAD);
   const bits = [];
   const put = (u, b) => { for (let j = b - 1; j >= 0; j--) bits.push((u >> j) & 1); };
   for (const q of levels(n)) put(q + 2 ** (SESSION.kpBits - 1), SESSION.kpBits);
   for (let i = 0; i < 4 * K; i++) put(2 ** (SESSION.jacBits - 1), SESSION.jacBits); // zero jacobians
   const out = new Uint8Array(7 + Math.ceil(bits.length / 8));
   const view = new DataView(out.buffer);
-  view.setUint8(0, 0x16);
+  view.setUint8(0, 0x26);
   view.setUint16(1, seq);
   view.setUint32(3, (TS0 + 3600 * n) % U32);
   bits.forEach((bit, i) => { out[7 + (i >> 3)] |= bit << (7 - (i & 7)); });
@@ -61,7 +61,7 @@ function keypoints(n) {
 function audio(a) {
   const out = new Uint8Array(11);
   const view = new DataView(out.buffer);
-  view.setUint8(0, 0x18);
+  view.setUint8(0, 0x28);
   view.setUint16(1, a & 0xffff);
   view.setUint32(3, (TS0 + 1800 * a) % U32);
   view.setUint32(7, a);
@@ -124,8 +124,10 @@ function take(dec, decided, { lostKp = new Set(), lostAudio = new Set() } = {}) 
 const range = (a, b) => Array.from({ length: b - a }, (_, i) => a + i);
 
 test('the made-up packets mean what they should', () => {
-  const delta = decodeKeypoints(keypoints(1), SESSION);
+  const delta = decodeKeypoints(keypoints(1), SESSION, SEQ0 + 1);
   assert.deepEqual([delta.seq, delta.refSeq, delta.tsOffset90k], [SEQ0 + 1, SEQ0, 0]);
+  assert.equal(keypoints(1).length, 4);
+  assert.equal(decodeKeypoints(keypoints(1), SESSION).seq, 65513); // next to seq 0: another frame (65001 - 65513 = -512)
   assert.deepEqual([...delta.common], [0, 1, 0, 0, 0, 0]);
   assert.ok(delta.kpRes.every((v) => v === 0) && delta.jacRes.every((v) => v === 0));
   const key = decodeKeypoints(keypoints(2 * 70001), SESSION);

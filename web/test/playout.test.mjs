@@ -51,6 +51,27 @@ function sendFrames(buf, from, to, nowS = 0, skip = new Set()) {
   }
 }
 
+test('expectedSeq: the frame after the newest media, or the next to decide, across the seq wrap', () => {
+  const { buf } = buffer();
+  assert.equal(buf.expectedSeq(), SEQ0); // nothing yet: frame 0
+  buf.putKeypoints(kp(0), 0);
+  assert.equal(buf.expectedSeq(), SEQ0 + 1);
+  buf.putKeypoints(kp(4), 0);
+  assert.equal(buf.expectedSeq(), SEQ0 + 5);
+  buf.putKeypoints(kp(2), 0); // an older one changes nothing
+  assert.equal(buf.expectedSeq(), SEQ0 + 5);
+  buf.putAudio(audio(19), 0); // audio packet 19 starts in frame 9 (20 ms of 40)
+  assert.equal(buf.expectedSeq(), (SEQ0 + 9) & 0xffff);
+  buf.putAudio(audio(20), 0); // ... packet 20 at the start of frame 10
+  assert.equal(buf.expectedSeq(), (SEQ0 + 10) & 0xffff);
+  buf.putKeypoints(kp(10), 0);
+  assert.equal(buf.expectedSeq(), (SEQ0 + 11) & 0xffff);
+  sendFrames(buf, 0, 12);
+  drain(buf);
+  buf.nextFrame = 70; // fast-forward past the media (private): a call that resumes after a silence
+  assert.equal(buf.expectedSeq(), (SEQ0 + 70) & 0xffff);
+});
+
 test('seq and ts differences wrap', () => {
   assert.equal(seqDiff(3, 65533), 6);
   assert.equal(seqDiff(65533, 3), -6);

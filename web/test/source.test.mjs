@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { SourceAssembler, sha256, sourceImageSize } from '../src/source.mjs';
-import { MessageType, ProtocolError, decodeMessage } from '../src/wire.mjs';
+import { MessageType, ProtocolError, WIRE_VERSION, decodeMessage, parseTag } from '../src/wire.mjs';
 
 const DATA = new URL('../../tests/data/', import.meta.url);
 const STREAM = JSON.parse(readFileSync(new URL('web/stream_grid_lwbsza.json', DATA), 'utf8'));
@@ -30,7 +30,7 @@ test('the recorded call: both source images assemble, sha256 and size as in Pyth
   const done = [];
   for (const [i, m] of STREAM.messages.entries()) {
     const data = new Uint8Array(Buffer.from(m.data, 'base64'));
-    if (data[0] !== 0x15) continue;
+    if (parseTag(data) !== MessageType.SOURCE_CHUNK) continue;
     const img = await assembler.push(decodeMessage(data), 0.001 * i);
     if (img !== null) done.push({ img, i });
   }
@@ -49,7 +49,8 @@ test('the recorded call: both source images assemble, sha256 and size as in Pyth
 });
 
 test('the golden chunks in reverse order, duplicates ignored', async () => {
-  const chunks = ['source_chunk_0', 'source_chunk_1'].map((n) => decodeMessage(readFileSync(new URL(`proto/v1/${n}.bin`, DATA))));
+  const chunks = ['source_chunk_0', 'source_chunk_1']
+    .map((n) => decodeMessage(readFileSync(new URL(`proto/v${WIRE_VERSION}/${n}.bin`, DATA))));
   const expected = new Uint8Array(1284);
   for (let i = 0; i < 1280; i++) expected[i] = i & 0xff;
   expected.set(Buffer.from('avfr'), 1280);

@@ -99,13 +99,15 @@ def corrupt_messages() -> dict[str, tuple[bytes, Session | None, str]]:
     """File stem -> (bytes, session, exact ProtocolError message) for broken variants of the golden set."""
     g = {name: encode_message(msg, session) for name, (msg, session) in golden_messages().items()}
     hello, key, delta = g["hello"], g["keypoints_key"], g["keypoints_delta"]
-    v2_hello = bytes([0x21]) + hello[1:]
+    next_hello = bytes([((WIRE_VERSION + 1) << 4) | 1]) + hello[1:]
+    v1_hello = bytes([0x11]) + hello[1:]
     four, nan = b"\xcb\x40\x10" + bytes(6), b"\xcb\x7f\xf8" + bytes(6)  # float64 4.0 and NaN
     nan_hello = hello.replace(four, nan)
     return {
         "empty": (b"", None, "empty message"),
-        "unknown_type": (bytes([0x1F]) + b"\x90", None, "unknown message type 15"),
-        "hello_version2": (v2_hello, None, "wire version 2 not supported (this build speaks 1)"),
+        "unknown_type": (bytes([(WIRE_VERSION << 4) | 0x0F]) + b"\x90", None, "unknown message type 15"),
+        "hello_version3": (next_hello, None, "wire version 3 not supported (this build speaks 2)"),
+        "hello_version1": (v1_hello, None, "wire version 1 not supported (this build speaks 2)"),
         "hello_truncated": (
             hello[:-5], None, "HELLO: malformed msgpack body (ValueError: Unpack failed: incomplete input)"
         ),
@@ -122,9 +124,13 @@ def corrupt_messages() -> dict[str, tuple[bytes, Session | None, str]]:
         ),
         "keypoints_delta_trailing": (
             delta + b"\x00", SESSION,
-            f"KEYPOINTS_DELTA payload is {len(delta) - 3 + 1} bytes, its bins end in byte {len(delta) - 3}",
+            f"KEYPOINTS_DELTA payload is {len(delta) - 1 + 1} bytes, its bins end in byte {len(delta) - 1}",
         ),
-        "keypoints_delta_header_only": (delta[:3], SESSION, "KEYPOINTS_DELTA is 3 bytes, minimum 4"),
+        "keypoints_delta_header_only": (delta[:1], SESSION, "KEYPOINTS_DELTA is 1 bytes, minimum 2"),
+        "keypoints_delta_tagged": (
+            bytes([(WIRE_VERSION << 4) | int(MessageType.KEYPOINTS_DELTA), 0, 1]) + delta[1:], SESSION,
+            "a KEYPOINTS_DELTA has no tag byte in this version (its first byte has bit 7 set)",
+        ),
         "audio_no_payload": (g["audio"][:7], None, "AUDIO is 7 bytes, minimum 8"),
         "stats_negative": (
             g["stats"].replace(b"\xcd\x03\xe8", b"\xff", 1), None,  # 1000 -> -1

@@ -40,6 +40,7 @@ import numpy as np
 from avfr.proto import (
     CONTROL_CHANNEL_LABEL,
     MEDIA_CHANNEL_LABEL,
+    WIRE_VERSION,
     Session,
     decode_hello,
     decode_keypoints,
@@ -47,7 +48,7 @@ from avfr.proto import (
     encode_keypoints,
     peek_type,
 )
-from avfr.proto.framing import MessageType
+from avfr.proto.framing import COMPACT_DELTA_BIT, MessageType
 
 HERE = Path(__file__).resolve().parent
 STREAM = HERE / "stream_grid_lwbsza.json"
@@ -91,7 +92,7 @@ def _offline(msgs):
         if n % 17 == 3 and _is_media(msgs[i]):
             events.append(["recv", i, 0.0])  # duplicate
         if n == 40:
-            events.append(["recv", {"channel": M, "data": _b64(bytes([0x17, 0, 0]))}, 0.0])
+            events.append(["recv", {"channel": M, "data": _b64(bytes([COMPACT_DELTA_BIT]))}, 0.0])  # no payload
             events.append(["recv", {"channel": M, "data": _b64(b"\x00" * 9)}, 0.0])
     events.append(["recv", len(msgs) - 1, 0.0])
     events.append(["finish"])
@@ -235,10 +236,12 @@ def _refusals(model, msgs) -> list[dict]:
         replace(hello, audio=replace(audio, codec="flac")),
     ]
     cases = [[(C, encode_hello(h))] for h in bad]
-    cases.append([(C, bytes([0x21]) + msgs[0][1][1:])])  # another wire version
+    cases.append([(C, bytes([(WIRE_VERSION + 1) << 4 | 1]) + msgs[0][1][1:])])  # another wire version
+    cases.append([(C, bytes([(WIRE_VERSION - 1) << 4 | 1]) + msgs[0][1][1:])])  # the previous one
     anchor = next(d for ch, d in msgs if ch == C and peek_type(d) == MessageType.KEYPOINTS_KEY)
     cases.append([(C, anchor), msgs[0]])  # keypoints before the Hello, then a good Hello
-    cases.append([(C, b"\x11\x93")])  # a truncated Hello (the reply's text is msgpack's own: code only)
+    # a truncated Hello (the reply's text is msgpack's own: code only)
+    cases.append([(C, bytes([WIRE_VERSION << 4 | 1, 0x93]))])
     out = []
     for n, case in enumerate(cases):
         dec = Decoder(model=model, render=False)

@@ -2,11 +2,12 @@
 
 Writes four JSON files next to this script:
 
-- ``proto_v1.json``: what ``avfr.proto.decode_message`` makes of every golden vector in tests/data/proto/v1
-  (field by field), the exact refusal (code and text) of every vector in v1/bad/, and Python's bytes for a set
-  of REFRESH / STATS / ERROR messages (the browser's encoders must produce the same bytes). Also Python's
-  verdict (accepted, or the error code) on every truncation and single-bit flip of every golden vector, and
-  what KeypointDecoder makes of the golden KEY then DELTA.
+- ``proto_v2.json`` (``v{WIRE_VERSION}``): what ``avfr.proto.decode_message`` makes of every golden vector in
+  tests/data/proto/v2 (field by field), the exact refusal (code and text) of every vector in v2/bad/ and of
+  every frozen v1 vector (tests/data/proto/v1: UNSUPPORTED_VERSION), and Python's bytes for a set of REFRESH /
+  STATS / ERROR messages (the browser's encoders must produce the same bytes). Also Python's verdict
+  (accepted, or the error code) on every truncation and single-bit flip of every golden vector, and what
+  KeypointDecoder makes of the golden KEY then DELTA.
 - ``source_images.json``: ``source_image_size`` (codec/runtime/source_image.py) on small real WebP / PNG /
   JPEG files, crafted headers and header bit flips, each with Python's answer (size or error text).
 - ``stream_grid_lwbsza.json``: a real call. The Python sender (``avfr.sender.Encoder``: mediapipe priors,
@@ -16,7 +17,8 @@ Writes four JSON files next to this script:
   At frame 60 the sender gets a REFRESH(want_key, want_source), as a receiver would send it, so the stream
   holds a second source image and an extra KEY. The stream starts near both wraps (seq 65500, ts_90k
   2**32 - 180000), so seq and ts_90k wrap inside it. Also: what ``decode_message`` makes of each message,
-  and the completed source images (sha256, size from ``source_image_size``).
+  and the completed source images (sha256, size from ``source_image_size``). DELTA packets carry only their
+  seq's 7 low bits: each is decoded next to the seq after the previous keypoint packet's (as a receiver would).
 - ``stream_grid_lwbsza_keypoints.json``: what ``KeypointDecoder`` outputs (dequantised float32 kp / jac,
   exact and key flags, needs_key, broken) when fed the media channel's keypoint packets in order: all of
   them, and a lossy variant (every 7th packet dropped, plus packets 49 and 50: a lost KEY) with concealment
@@ -26,6 +28,8 @@ Run from the repository root (the ``avfr`` package, with its venv; needs mediapi
 
     python tests/data/web/make_stream.py               # every fixture
     python tests/data/web/make_stream.py --proto-only  # the first two (no model, no clip)
+
+Write the fixtures of this build's wire version; delete those of older versions (proto_v1.json).
 
 The sender is deterministic on one machine (onnxruntime on CPU, one thread), so a rerun gives the same
 messages; a rerun on other hardware may differ in a few keypoint levels, which is fine: the JS tests compare
@@ -49,6 +53,7 @@ import numpy as np
 from avfr.proto import (
     CONTROL_CHANNEL_LABEL,
     MEDIA_CHANNEL_LABEL,
+    WIRE_VERSION,
     Audio,
     Capabilities,
     Error,
@@ -69,12 +74,17 @@ from avfr.proto import (
     encode_refresh,
     encode_stats,
     error_from_exception,
+    peek_type,
     validate_hello,
 )
+from avfr.proto.framing import MessageType
 
 HERE = Path(__file__).resolve().parent  # tests/data/web
 REPO = HERE.parents[2]  # the avfr package root
 GOLDEN_DIR = REPO / "tests" / "data" / "proto"
+VERSION_DIR = GOLDEN_DIR / f"v{WIRE_VERSION}"  # this build's golden vectors
+FROZEN_DIR = GOLDEN_DIR / "v1"  # an older version's vectors: every one refused with UNSUPPORTED_VERSION
+PROTO_FIXTURE = f"proto_v{WIRE_VERSION}.json"
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "clips" / "grid_lwbsza.mp4"
 FPS = 25
 SECONDS = 4.0
@@ -155,20 +165,19 @@ def _load_make_golden():
 
 
 def proto_fixture() -> dict:
-    """Golden vectors decoded, bad vectors refused, and encoder outputs."""
+    """Golden vectors decoded, bad and frozen (older version) vectors refused, and encoder outputs."""
     golden = _load_make_golden()
     sessions = {"default": golden.SESSION, "k4": golden.SESSION_96}
     name_of = {id(s): n for n, s in sessions.items()}
-    v1 = GOLDEN_DIR / "v1"
     good = []
     for name, (expected, session) in sorted(golden.golden_messages().items()):
-        decoded = decode_message((v1 / f"{name}.bin").read_bytes(), session)
+        decoded = decode_message((VERSION_DIR / f"{name}.bin").read_bytes(), session)
         assert decoded == expected, name
         good.append({"name": name, "session": None if session is None else name_of[id(session)],
                      "expected": message_json(decoded)})
     bad = []
     for name, (data, session, text) in sorted(golden.corrupt_messages().items()):
-        assert (v1 / "bad" / f"{name}.bin").read_bytes() == data, name
+        assert (VERSION_DIR / "bad" / f"{name}.bin").read_bytes() == data, name
         try:
             decode_message(data, session)
         except ProtocolError as exc:
@@ -177,6 +186,15 @@ def proto_fixture() -> dict:
                         "code": int(exc.code), "message": text})
         else:
             raise AssertionError(f"bad/{name}.bin decodes")
+    frozen = []
+    for path in sorted(FROZEN_DIR.glob("*.bin")):
+        try:
+            decode_message(path.read_bytes(), golden.SESSION)
+        except ProtocolError as exc:
+            assert exc.code == ErrorCode.UNSUPPORTED_VERSION, path.name
+            frozen.append({"name": path.stem, "code": int(exc.code), "message": str(exc)})
+        else:
+            raise AssertionError(f"v1/{path.name} decodes")
     refresh = [{"msg": {"wantKey": k, "wantSource": s}, "hex": encode_refresh(Refresh(k, s)).hex()}
                for k in (True, False) for s in (True, False)]
     stats = []
@@ -195,15 +213,17 @@ def proto_fixture() -> dict:
         errors.append({"msg": {"code": int(err.code), "text": err.text}, "hex": encode_error(err).hex()})
     from_exception = []
     for text, code in (("\U0001f600" * 150 + "a" * 100, ErrorCode.MALFORMED),
-                       ("wire version 2 not supported (this build speaks 1)", ErrorCode.UNSUPPORTED_VERSION)):
+                       (f"wire version {WIRE_VERSION + 1} not supported (this build speaks {WIRE_VERSION})",
+                        ErrorCode.UNSUPPORTED_VERSION)):
         from_exception.append({"message": text, "code": int(code),
                                "hex": encode_error(error_from_exception(ProtocolError(text, code))).hex()})
     dec = KeypointDecoder(golden.SESSION)
-    key_then_delta = [_frame_json(dec.decode_bytes((v1 / f"{name}.bin").read_bytes()))
+    key_then_delta = [_frame_json(dec.decode_bytes((VERSION_DIR / f"{name}.bin").read_bytes()))
                       for name in ("keypoints_key", "keypoints_delta")]
     return {
         "sessions": {n: session_json(s) for n, s in sessions.items()},
-        "golden": good, "bad": bad, "verdicts": _verdicts(golden, sessions["default"]),
+        "wireVersion": WIRE_VERSION, "golden": good, "bad": bad, "frozen": frozen,
+        "verdicts": _verdicts(golden, sessions["default"]),
         "keyThenDelta": key_then_delta, "validateHello": _validate_cases(golden),
         "encoders": {"refresh": refresh, "stats": stats, "error": errors, "errorFromException": from_exception},
     }
@@ -264,7 +284,7 @@ def _verdicts(golden, default: Session) -> dict:
     flip (bit i of the message: byte i // 8, mask 1 << (i % 8)), decoded with its session (default if none)."""
     out = {}
     for name, (_, session) in sorted(golden.golden_messages().items()):
-        data = (GOLDEN_DIR / "v1" / f"{name}.bin").read_bytes()
+        data = (VERSION_DIR / f"{name}.bin").read_bytes()
         session = session or default
         flips = []
         for bit in range(8 * len(data)):
@@ -417,8 +437,11 @@ def stream_fixtures(clip: Path, seconds: float) -> tuple[dict, dict]:
     session = Session.from_hello(hello)
     messages, decoded = [], []
     assembler, images = SourceAssembler(), []
+    near_seq = 0  # the seq after the previous keypoint packet's: a DELTA's 7 seq bits are extended next to it
     for i, m in enumerate(sent):
-        msg = decode_message(m.data, session)
+        msg = decode_message(m.data, session, near_seq)
+        if isinstance(msg, (KeypointsKey, KeypointsDelta)):
+            near_seq = (msg.seq + 1) & 0xFFFF
         messages.append({"channel": m.channel, "data": _b64(m.data)})
         decoded.append(message_json(msg, full_payload=False))
         if isinstance(msg, SourceChunk):
@@ -428,8 +451,11 @@ def stream_fixtures(clip: Path, seconds: float) -> tuple[dict, dict]:
                 images.append({"imageId": image.image_id, "format": image.format, "bytes": len(image.data),
                                "sha256": hashlib.sha256(image.data).hexdigest(), "width": width,
                                "height": height, "completedBy": i})
-    kp_packets = [(i, m.data) for i, m in enumerate(sent)
-                  if m.channel == MEDIA_CHANNEL_LABEL and m.data[0] & 0x0F in (6, 7)]
+    kp_packets = [(i, m.data) for i, m in enumerate(sent) if m.channel == MEDIA_CHANNEL_LABEL
+                  and peek_type(m.data) in (MessageType.KEYPOINTS_KEY, MessageType.KEYPOINTS_DELTA)]
+    seqs = [decoded[i]["seq"] for i, _ in kp_packets]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "keypoint seqs are not consecutive"
+    assert 0 in seqs and seqs[0] > seqs[-1], "the keypoint seq does not wrap inside the stream"
     kept = [p for j, p in enumerate(kp_packets) if j % 7 != 6 and j not in LOST_EXTRA]
     runs = [_decoder_run("lossless", kp_packets, session, True), _decoder_run("lossy", kept, session, True),
             _decoder_run("lossy_no_concealment", kept, session, False)]
@@ -456,9 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="video (+ .wav next to it)")
     parser.add_argument("--seconds", type=float, default=SECONDS, help="length of the recorded call")
-    parser.add_argument("--proto-only", action="store_true", help="only proto_v1.json (no model, no clip)")
+    parser.add_argument("--proto-only", action="store_true",
+                        help=f"only {PROTO_FIXTURE} and source_images.json (no model, no clip)")
     args = parser.parse_args(argv)
-    _write("proto_v1.json", proto_fixture())
+    _write(PROTO_FIXTURE, proto_fixture())
+    for old in sorted(HERE.glob("proto_v*.json")):
+        if old.name != PROTO_FIXTURE:
+            old.unlink()
+            print(f"deleted {old.relative_to(REPO)} (an older wire version)")
     _write("source_images.json", source_images_fixture())
     if args.proto_only:
         return 0
