@@ -39,7 +39,8 @@ class EncoderConfig:
         keypoint_budget_bps: keypoint stream budget of the rate controller (0: off, the stream is coded
             at kp_hysteresis_steps throughout), packet bytes included. See `KeypointRateController`. The call's
             path on the 7 dev clips (`avfr-codec bench --split dev --codecs avfr --avfr-points q7 --no-identity`,
-            whole clips, the shipped model; kbit/s (b): keypoints + refreshes + the first source over 5 min):
+            whole clips, the fourth checkpoint `dafedfde`; kbit/s (b): keypoints + refreshes + the first source
+            over 5 min):
 
             | wire, quantisation, budget | kbit/s | PSNR | SSIM | VMAF | LMD px | mouth LMD px | lip sync |
             |---|---:|---:|---:|---:|---:|---:|---:|
