@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avfr.proto import WIRE_VERSION
+from avfr.proto import WIRE_VERSION, peek_type
 
 SAMPLES_PER_FRAME = 640  # 40 ms at 16 kHz
 STAT_KEYS = ("received", "dropped_malformed", "dropped_late", "dropped_broken", "duplicates", "duplicate_hellos",
@@ -106,9 +106,8 @@ OTHER_VERSION = WIRE_VERSION + 1  # what a newer sender would speak
 
 
 def _retag(data: bytes, version: int) -> bytes:
-    """The message as `version` would frame it: its type in the tag byte (a compact DELTA gets type 7)."""
-    msg_type = 7 if data[0] & 0x80 else data[0] & 0x0F
-    return bytes([(version << 4) | msg_type]) + data[1:]
+    """The message (a valid one of this version) as `version` would frame it: its type in the tag byte."""
+    return bytes([(version << 4) | peek_type(data)]) + data[1:]
 
 
 def damage(rec: Recording, case: str, seed: int = 1, burst: int = 20) -> list[tuple[float, str, bytes]]:

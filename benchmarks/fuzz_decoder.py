@@ -53,10 +53,10 @@ class Mutator:
     def __init__(self, corpus: list[tuple[str, bytes]], seed: int) -> None:
         self.corpus = corpus
         self.rng = random.Random(seed)
-        from avfr.proto import WIRE_VERSION
+        from avfr.proto import CONTROL_CHANNEL_TYPES, WIRE_VERSION, peek_type
 
         self.tag_base = WIRE_VERSION << 4  # a valid tag's high nibble (0x80 and up: a compact DELTA)
-        self.control = [(c, d) for c, d in corpus if d and d[0] < 0x80 and (d[0] & 0x0F) <= 5]  # msgpack bodies
+        self.control = [(c, d) for c, d in corpus if d and peek_type(d) in CONTROL_CHANNEL_TYPES]  # msgpack bodies
 
     def _rand(self, n: int) -> bytes:
         return self.rng.randbytes(n)
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         KeypointDecoder,
         KeypointsDelta,
         KeypointsKey,
+        MessageType,
         ProtocolError,
         Refresh,
         Session,
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     hello = decode_message(rec.messages[0][2])
     session = Session.from_hello(hello)
     caps = Decoder(None, model, render=False).capabilities
-    media = [d for _, c, d in rec.messages if c == "avfr-media" and (d[0] >= 0x80 or d[0] & 0x0F == 6)]
+    keypoint_types = (MessageType.KEYPOINTS_KEY, MessageType.KEYPOINTS_DELTA)
+    media = [d for _, c, d in rec.messages if c == "avfr-media" and peek_type(d) in keypoint_types]
     kp_real = [decode_message(d, session, near_seq=i) for i, d in enumerate(media)]  # seq i: extend a delta there
     mutator = Mutator(corpus, args.seed)
     call = LiveCall(rec.messages, model)

@@ -142,6 +142,8 @@ class DriftMonitor:
         self._previous_refresh_frame = self.last_refresh_frame
         # what the last check drew: (camera uint8 (256, 256, 3), kp, jac, log-mel window), for `trial`
         self._last_check: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        # the image the last `trial` drew from and its identity-encoder outputs (reused if it is sent)
+        self._trial: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
 
     def set_source(self, source_rgb: np.ndarray, extractor: object) -> None:
         """The far end now holds `source_rgb` (decoded uint8 (256, 256, 3)); the next check sets the baseline,
@@ -149,6 +151,10 @@ class DriftMonitor:
         self._baseline_psnr_db = None
         self._last_check = None
         self._first_checkable = self._recent[-1][0] + 1 if self._recent else 1
+        trial, self._trial = self._trial, None
+        if trial is not None and np.array_equal(trial[0], source_rgb):
+            self.replica.restore_source(trial[1])  # the image `trial` drew from: priors and encoder already run
+            return
         source5, _ = source_input(source_rgb, extractor)
         self.replica.set_source(source5)
 
@@ -216,6 +222,7 @@ class DriftMonitor:
             source5, _ = source_input(source_rgb, extractor)
             self.replica.set_source(source5)
             picture = self.replica.frame(kp, jac, mel)
+            self._trial = (source_rgb, self.replica.source_tensors)
         finally:
             self.replica.restore_source(saved)
         return psnr_db(picture, rgb)
@@ -225,6 +232,7 @@ class DriftMonitor:
         baseline, so only a further drift triggers again, and no refresh interval was used up."""
         self._baseline_psnr_db = score_db
         self.last_refresh_frame = self._previous_refresh_frame
+        self._trial = None
 
     def _decode_audio(self) -> None:
         """Bring the decoded speech up to date (the Opus packets sent so far)."""

@@ -66,5 +66,13 @@ def test_a_refresh_that_draws_better_is_sent(clip, model):
     """The light goes down: the dark refresh image draws the dark frames far better than the bright source."""
     enc, chunks = _run(model, clip, min_gain_db=1.0, dark=True)
     assert enc.stats.refreshes >= 1 and chunks and all(isinstance(c, SourceChunk) for c in chunks)
+    # the replica holds the refresh the far end holds (the trial's tensors, reused): as if computed afresh
+    from avfr.codec.runtime import source_input
+
+    drift = enc._drift
+    held = drift.replica.source_tensors
+    drift.replica.set_source(source_input(enc._source_rgb, enc.extractor)[0])
+    for name, tensor in held.items():
+        np.testing.assert_array_equal(tensor, drift.replica.source_tensors[name], err_msg=name)
     assert 8 <= enc.stats.refresh_frame
     assert enc.stats.refreshes_declined <= 7  # the checks of the bright frames before
