@@ -4,6 +4,7 @@ Prints JSON lines (one per measurement) with the device, the versions and the ex
 
     python benchmarks/bench_model.py --config small                 # params, MACs, ORT CPU 1 and 2 threads
     python benchmarks/bench_model.py --config small --train-batch 4  # + one G+D training step timing
+    python benchmarks/bench_model.py --no-ort --threads 1 --train-batch 8 --train-precision both  # CPU fp32 vs bf16
     python benchmarks/bench_model.py --config small --cuda           # + torch CUDA (fp32 / bf16) and ORT CUDA
 
 Random weights: latency does not depend on the values.
@@ -27,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from avfr.codec.nets import CONFIGS, AvfrModel, MultiScaleDiscriminator
 from avfr.codec.runtime import SOURCE_OUTPUTS, example_inputs, export_model, make_session
 from avfr.codec.train import DiscriminatorLoss, GeneratorLoss, LossWeights
+from avfr.codec.train.config import cpu_bf16_native
 
 
 def _cpu_name() -> str:
@@ -273,6 +275,9 @@ def main() -> None:
     parser.add_argument("--train-variants", default="eager",
                         help=f"comma-separated, side by side in one run: {', '.join(TRAIN_VARIANTS)}")
     parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--train-precision", choices=("auto", "fp32", "bf16", "both"), default="auto",
+                        help="training-step precision: auto (as `avfr-codec train`: bf16 autocast on CUDA and on "
+                             "a CPU with native bf16), fp32, bf16, or both side by side")
     parser.add_argument("--no-ort", action="store_true", help="skip the ORT CPU timings")
     args = parser.parse_args()
 
@@ -302,10 +307,13 @@ def main() -> None:
         parser.error(f"unknown --train-variants {', '.join(unknown)} (known: {', '.join(TRAIN_VARIANTS)})")
     if not cuda:
         torch.set_num_threads(max(args.threads))
+    precisions = {"auto": [cuda or cpu_bf16_native()], "fp32": [False], "bf16": [True],
+                  "both": [False, True]}[args.train_precision]
     for batch in (b for b in args.train_batch if b > 0):
         for variant in variants:
-            model = AvfrModel(CONFIGS[args.config]).eval()  # fresh weights: no variant inherits another's state
-            bench_train(model, batch, args.train_steps, "cuda" if cuda else "cpu", bf16=cuda, variant=variant)
+            for bf16 in precisions:
+                model = AvfrModel(CONFIGS[args.config]).eval()  # fresh weights: no run inherits another's state
+                bench_train(model, batch, args.train_steps, "cuda" if cuda else "cpu", bf16=bf16, variant=variant)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
-    amp: bool = True  # bf16 autocast (CUDA only; CPU always runs fp32)
+    amp: bool = True  # bf16 autocast of training steps: CUDA, and CPUs with native bf16 (`cpu_bf16_native`)
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the generator loss (CUDA only, optional)
     num_threads: int = 0  # torch CPU threads inside train(); 0 keeps torch's default
@@ -122,8 +122,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast_for(device: torch.device, cfg: TrainConfig) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA when ``cfg.amp``; a no-op context otherwise (CPU always runs fp32)."""
-    if device.type == "cuda" and cfg.amp:
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 natively in oneDNN (AVX512-BF16 or AMX): there, bf16 autocast makes a CPU
+    training step ~1.6x faster (`small`, batch 8, one thread: 3.2 -> 2.0 s); elsewhere it would be emulated
+    (slower than fp32), so it stays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the probe, or without oneDNN
+        return False
+
+
+def autocast_for(device: torch.device, cfg: TrainConfig, cpu: bool = True) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when ``cfg.amp``: on CUDA, and on a CPU with native bf16 unless ``cpu`` is False (validation
+    keeps CPU figures in fp32, comparable with every earlier run); a no-op context otherwise. The losses that
+    need the precision (SSIM) turn it off inside."""
+    if cfg.amp and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if cfg.amp and cpu and device.type == "cpu" and cpu_bf16_native():
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -51,7 +51,7 @@ def validate(model: nn.Module, devset: TrainSet, cfg: TrainConfig,
     try:
         for idx in _chunks(pairs, cfg.val_batch):
             src, drv, mel = devset.batch(idx)
-            with autocast_for(devset.device, cfg):
+            with autocast_for(devset.device, cfg, cpu=False):
                 generated = model(src, drv, mel)[0]
             generated = generated.float().clamp(0, 1)
             l1, psnr, ssim = pixel_metrics(generated, drv[:, :3])
