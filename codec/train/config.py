@@ -46,7 +46,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     amp: bool = True  # bf16 autocast of training steps: CUDA, and CPUs with native bf16 (`cpu_bf16_native`)
     channels_last: bool = True  # CUDA only
-    compile: bool = False  # torch.compile the generator loss (CUDA only, optional)
+    compile: bool = False  # torch.compile the generator loss (optional; the first steps compile)
     num_threads: int = 0  # torch CPU threads inside train(); 0 keeps torch's default
     causal: bool = False  # past-only mel windows
     use_audio: bool = True

@@ -109,7 +109,7 @@ class _Trainer:
             self.model.kp_detector.requires_grad_(False)
         for m in (self.g_loss_warm, self.g_loss_gan, self.d_loss):
             m.to(self.device)
-        if cfg.compile and cuda:
+        if cfg.compile:  # CUDA; a CPU too (measured 1.2x per step after ~3-6 min of compiling: long runs only)
             self.g_loss_warm = torch.compile(self.g_loss_warm)
             self.g_loss_gan = torch.compile(self.g_loss_gan)
         self.opt_g, self.opt_d = build_optimisers(cfg, self.model, self.disc)
