@@ -33,7 +33,7 @@ class AvfrPoint:
     """One avfr operating point: the call's sender settings that change the keypoint stream.
 
     The defaults are the call's own (``avfr.sender.EncoderConfig``: 7/7 bits, jacobians in [-3, 3), 0.75-step
-    keypoint hysteresis, a KEY at least every 100 frames); the session's quantisation travels in its Hello.
+    keypoint hysteresis, a KEY at least every 250 frames); the session's quantisation travels in its Hello.
 
     Attributes:
         name: row label.
@@ -50,7 +50,7 @@ class AvfrPoint:
     jac_bits: int = 7
     jac_abs_max: float = 3.0
     kp_hysteresis_steps: float = 0.75
-    key_interval_frames: int = 100
+    key_interval_frames: int = 250
     keypoint_budget_bps: int = 1400
 
     def encoder_config(self, threads: int, drift_check: bool = True,
@@ -78,8 +78,7 @@ class AvfrPoint:
 # LMD 3.01 px, q7 1.75 / 23.28 / 2.33, q8 2.09 / 23.49 / 2.14, q10 4.09 / 23.68 / 2.05 (float keypoints: 23.71
 # dB, 2.04 px).
 AVFR_POINTS: dict[str, AvfrPoint] = {
-    "q6": AvfrPoint("q6", kp_bits=6, jac_bits=6, kp_hysteresis_steps=1.0, key_interval_frames=250,
-                    keypoint_budget_bps=1200),
+    "q6": AvfrPoint("q6", kp_bits=6, jac_bits=6, kp_hysteresis_steps=1.0, keypoint_budget_bps=1200),
     "q7": AvfrPoint("q7"),  # the call's default
     "q8": AvfrPoint("q8", kp_bits=8, jac_bits=7, kp_hysteresis_steps=0.5, keypoint_budget_bps=2400),
     "q10": AvfrPoint("q10", kp_bits=10, jac_bits=8, kp_hysteresis_steps=0.5, keypoint_budget_bps=0),
