@@ -91,8 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--causal", action="store_true", help="past-only audio windows (latency mode)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 autocast of the training step on CUDA and on CPUs with native bf16 (AVX512-BF16, "
-                        "AMX; ~1.6x faster there); validation on a CPU stays fp32 (default: on)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the generator loss (CUDA or CPU; the first steps compile for minutes)")
+                        "AMX; ~1.4x faster there); validation on a CPU stays fp32 (default: on)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the generator loss (CUDA or CPU; the first steps compile for minutes)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=None, help="seed of the run (default: 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
