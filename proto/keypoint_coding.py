@@ -41,6 +41,7 @@ __all__ = [
 KEY_HEADER_BYTES = 7  # tag, seq (uint16), ts_90k (uint32)
 DELTA_HEADER_BYTES = 1  # COMPACT_DELTA_BIT | the seq's DELTA_SEQ_BITS low bits
 DELTA_SEQ_BITS = 7  # a delta names its frame within +-64 of the seq the receiver expects (2.56 s at 25 fps)
+_DELTA_SEQ_MASK = (1 << DELTA_SEQ_BITS) - 1
 
 # Contexts of the delta payload (SPEC.md, "Entropy coder"): first index of each group.
 CTX_REF = 0  # 2 contexts: Exp-Golomb prefix of ref_distance - 1
@@ -82,7 +83,7 @@ def extend_seq(low_bits: int, near_seq: int) -> int:
         near_seq: the uint16 seq the receiver expects next (the frame after the newest it decided).
     """
     half = 1 << (DELTA_SEQ_BITS - 1)
-    step = ((low_bits - near_seq + half) & ((1 << DELTA_SEQ_BITS) - 1)) - half
+    step = ((low_bits - near_seq + half) & _DELTA_SEQ_MASK) - half
     return (near_seq + step) & 0xFFFF
 
 
@@ -118,7 +119,7 @@ def _encode_delta(packet: KeypointsDelta, session: Session) -> bytes:
     enc.put_signed(packet.ts_offset_90k, probs, CTX_TS_ZERO, CTX_TS_SIGN, CTX_TS_MAG, 2)
     moved = bool(packet.common.any() or packet.kp_res.any() or packet.jac_res.any())
     enc.put(int(moved), probs, CTX_MOVED)
-    header = bytes([COMPACT_DELTA_BIT | (packet.seq & ((1 << DELTA_SEQ_BITS) - 1))])
+    header = bytes([COMPACT_DELTA_BIT | (packet.seq & _DELTA_SEQ_MASK)])
     if not moved:
         return header + enc.finish()
     for c, v in enumerate(packet.common.tolist()):
@@ -185,7 +186,7 @@ def _decode_delta(data: bytes, session: Session, near_seq: int) -> KeypointsDelt
     if len(data) < DELTA_HEADER_BYTES + 1:
         raise ProtocolError(f"KEYPOINTS_DELTA is {len(data)} bytes, minimum {DELTA_HEADER_BYTES + 1}")
     k = session.num_kp
-    seq = extend_seq(data[0] & ((1 << DELTA_SEQ_BITS) - 1), near_seq)
+    seq = extend_seq(data[0] & _DELTA_SEQ_MASK, near_seq)
     dec = BinDecoder(data[DELTA_HEADER_BYTES:], "KEYPOINTS_DELTA payload")
     probs = list(INITIAL_PROBS)
     distance = dec.get_ueg(probs, CTX_REF, 2) + 1

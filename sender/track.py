@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from avfr.codec.data import SAMPLE_RATE, SAMPLES_PER_FRAME
-from avfr.proto import CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL, WIRE_VERSION
+from avfr.proto import CONTROL_CHANNEL_LABEL, MEDIA_CHANNEL_LABEL, WIRE_VERSION, peek_type
 from avfr.proto.framing import COMPACT_DELTA_BIT
 from avfr.sender.config import OutMessage
 from avfr.sender.encoder import Encoder
@@ -182,7 +182,7 @@ class Impairment:
         jitter_ms: each media message is delayed by a uniform [0, jitter_ms] ms (so packets reorder).
         corrupt_at_frame, corrupt_count: inject this many malformed media messages after that frame.
         duplicate_hello_at_frame: send the Hello again after that frame.
-        wrong_version_at_frame: send a Hello with wire version 2 after that frame.
+        wrong_version_at_frame: send a Hello of the next wire version after that frame.
         refresh_at_frame: force a new source image (the current frame) at that frame.
         seed: random seed.
     """
@@ -285,7 +285,8 @@ class SendingPeer:
         if index == imp.duplicate_hello_at_frame:
             out.append(OutMessage(CONTROL_CHANNEL_LABEL, self.hello_bytes))
         if index == imp.wrong_version_at_frame:
-            out.append(OutMessage(CONTROL_CHANNEL_LABEL, bytes([(WIRE_VERSION + 1) << 4 | 1]) + self.hello_bytes[1:]))
+            newer_tag = (WIRE_VERSION + 1) << 4 | peek_type(self.hello_bytes)  # a Hello of the next version
+            out.append(OutMessage(CONTROL_CHANNEL_LABEL, bytes([newer_tag]) + self.hello_bytes[1:]))
             self.stats.injected_malformed += 1
         if index == imp.refresh_at_frame:
             out.extend(self.encoder.refresh_source(frame.rgb))
