@@ -18,7 +18,8 @@ import avfr
 from avfr.cli.native_logs import quiet_native_logs
 
 # Subcommand modules, in the order ``--help`` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ("avfr.cli.data", "avfr.cli.train", "avfr.cli.average", "avfr.cli.export",
+_COMMAND_MODULES: tuple[str, ...] = ("avfr.cli.data", "avfr.cli.train", "avfr.cli.average", "avfr.cli.widen",
+                                     "avfr.cli.export",
                                      "avfr.cli.bench", "avfr.cli.call", "avfr.cli.gateway")
 
 

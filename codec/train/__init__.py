@@ -33,6 +33,9 @@ _EXPORTS: dict[str, str] = {
     "pixel_metrics": "metrics",
     "PairIndex": "trainset",
     "TrainSet": "trainset",
+    "WidenedWeights": "widening",
+    "widen_model": "widening",
+    "widen_weights": "widening",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
