@@ -24,14 +24,18 @@
 #         "noaudio:--batch 32 --lr 3e-4 --steps 4000 --gan-warmup 1000 --snapshot-every 250 --val-every 1000 --no-audio" \
 #         "ft:--init models/avfr-small-SHA8.pt --batch 32 --lr 5e-5 --steps 100000 --schedule constant \
 #              --gan-warmup 0 --mouth-l1 5 --freeze-detector --wire-noise 0.75 --val-every 1000"
-# The GPU generator (issue 13, capacity): a wide generator and a fresh small one, both on the shipped keypoint
-# detector (frozen: one keypoint stream for both receivers), under the same time limit on the shared GPU (no
-# --snapshot-every: compared at the same minutes, not the same step; then `avfr-codec export wide-best.pt --out
-# models --detector-of models/avfr-small.json --device gpu` if it beats small on dev):
-#         "wide:--config wide --init-detector models/avfr-small-SHA8.pt --freeze-detector --batch 32 --lr 3e-4 \
-#              --steps 100000 --gan-warmup 1000 --mouth-l1 5 --wire-noise 0.75 --val-every 1000" \
-#         "small:--init-detector models/avfr-small-SHA8.pt --freeze-detector --batch 32 --lr 3e-4 --steps 100000 \
-#              --gan-warmup 1000 --mouth-l1 5 --wire-noise 0.75 --val-every 1000"
+# The GPU generator (issue 13, capacity): a wide generator and small, both on the shipped keypoint detector
+# (frozen: one keypoint stream for both receivers), under the same time limit on the shared GPU (compared at the
+# same minutes, not the same step; then `avfr-codec export wide-soup.pt --out models --detector-of
+# models/avfr-small.json --device gpu` if it beats small on dev). Both start from the shipped model: WIDEN_FROM=
+# models/avfr-small-SHA8.pt first writes /tmp/wide0.pt, `avfr-codec widen` of it (the wide config computing
+# exactly what small computes), so the loan trains what wide adds instead of redrawing small from scratch:
+#     WIDEN_FROM=models/avfr-small-SHA8.pt SOUP_RUNS="ft wide" bash .devbundle/gpu_parallel.sh 11 \
+#         "ft:--init models/avfr-small-SHA8.pt --batch 32 --lr 5e-5 --steps 100000 --schedule constant \
+#              --gan-warmup 0 --mouth-l1 5 --freeze-detector --wire-noise 0.75 --val-every 1000 --snapshot-every 250" \
+#         "wide:--config wide --init /tmp/wide0.pt --freeze-detector --batch 32 --lr 1e-4 --steps 100000 \
+#              --schedule constant --gan-warmup 0 --mouth-l1 5 --wire-noise 0.75 --val-every 1000 --snapshot-every 250"
+# (from scratch instead: "wide:--config wide --init-detector models/avfr-small-SHA8.pt --freeze-detector ...")
 # TORCHRUN_RUNS="ft" runs the named runs under torchrun (one process: the DDP/NCCL path, same training); after the
 # runs, the training-step variants and the many-calls benchmark go into bench_model.jsonl (TRAIN_BENCH_S,
 # MANY_CALLS_S: their time limits in s, 0 skips).
@@ -51,6 +55,9 @@ mkdir -p /tmp/p && ln -sfn "$PWD" /tmp/p/avfr   # the repo root is the package `
 minutes=$1
 shift
 nvidia-smi -L
+if [ -n "${WIDEN_FROM:-}" ]; then
+  python3 -m avfr.cli widen "$WIDEN_FROM" --out /tmp/wide0.pt || exit 1
+fi
 pids=()
 names=()
 for spec in "$@"; do

@@ -135,13 +135,14 @@ def widen_model(small, wide) -> tuple[int, int, int]:
                 value.zero_()  # the residual branch adds nothing: the block is the identity
             new_sd[name] = value
             continue
-        if old.shape == new.shape:
+        module = name.rsplit(".", 1)[0]
+        regrouped = module in concat and concat[module][0] != concat[module][1]  # same total, other parts
+        if old.shape == new.shape and not regrouped:
             new_sd[name] = old.detach().clone().to(new.dtype)
             copied += 1
             continue
         if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape, strict=True)):
             raise ValueError(f"{name}: {tuple(old.shape)} does not fit into {tuple(new.shape)}")
-        module = name.rsplit(".", 1)[0]
         out_idx = torch.arange(old.shape[0])
         in_idx = None
         if old.dim() >= 2:
