@@ -131,9 +131,16 @@ def test_init_from_a_checkpoint_and_mouth_term(clips: list[ClipArrays], tmp_path
     train(tuned, _split(clips, "train"), [], tmp_path / "c", progress=False)
     row = _rows(tmp_path / "c" / LOG_CSV)[-1]
     assert math.isfinite(float(row["mouth_l1"])) and float(row["mouth_l1"]) > 0
+    # the speech ablation's arm: a --no-audio run starts from a checkpoint with speech (its speech branch
+    # dropped), but a run with speech cannot start from one without
     no_audio = TrainConfig(**{**start.__dict__, "use_audio": False})
+    train(no_audio, _split(clips, "train"), [], tmp_path / "d", progress=False)
+    mute = load_checkpoint(tmp_path / "d" / LAST_CKPT)["model"]
+    assert not any(k.startswith(("audio_encoder.", "attention_encoder.")) for k in mute)
+    assert_same_state(mute, {k: v for k, v in source["model"].items() if k in mute}, "no-audio model")
     with pytest.raises(ValueError, match="use_audio"):
-        train(no_audio, _split(clips, "train"), [], tmp_path / "d", progress=False)
+        train(TrainConfig(**{**start.__dict__, "init_from": str(tmp_path / "d" / LAST_CKPT)}),
+              _split(clips, "train"), [], tmp_path / "e", progress=False)
 
 
 def test_cli_export_writes_hash_named_weights_and_graphs(clips: list[ClipArrays], tmp_path: Path,

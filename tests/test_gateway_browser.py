@@ -22,9 +22,11 @@ def test_a_browser_watches_a_caller_through_the_gateway():
     clip = require_shared_data() / "clips" / "retalking_2.mp4"
     callers, viewers, page_port = free_port(), free_port(), free_port()
     cli = [sys.executable, "-m", "avfr.cli"]
+    # --timeout-s 25: the gateway exits once no caller has been connected that long, and a cold sender (first
+    # imports, models loading) on a loaded machine can take more than 10 s to connect
     gateway = subprocess.Popen([*cli, "gateway", "--listen", f"127.0.0.1:{callers}", "--publish",
                                 f"127.0.0.1:{viewers}", "--publish-web", f"127.0.0.1:{page_port}", "--timeout-s",
-                                "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sender = None
     try:
         sender = subprocess.Popen([*cli, "send", "--video", str(clip), "--connect", f"127.0.0.1:{callers}",
