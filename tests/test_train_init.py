@@ -102,6 +102,10 @@ def test_widen_refuses_models_that_do_not_fit() -> None:
         widen_model(small, AvfrModel(other_kp))
     with pytest.raises(ValueError, match="use_audio"):
         widen_model(small, AvfrModel(dataclasses.replace(CONFIGS["wide"], use_audio=False)))
+    deeper = dataclasses.replace(CONFIGS["small"], generator=dataclasses.replace(CONFIGS["small"].generator,
+                                                                                 dec_blocks=(1, 1, 0)))
+    with pytest.raises(ValueError, match="no place for"):  # a block of the source that the target lacks
+        widen_model(AvfrModel(deeper), AvfrModel(CONFIGS["small"]))
 
 
 def test_a_no_audio_arm_starts_from_a_model_with_speech(tmp_path: Path) -> None:

@@ -117,6 +117,9 @@ def widen_model(small, wide) -> tuple[int, int, int]:
     concat = _input_segments(sc, wc)
     small_sd = small.state_dict()
     wide_sd = wide.state_dict()
+    dropped = sorted(set(small_sd) - set(wide_sd))
+    if dropped:  # a block of small that wide lacks: its function cannot be kept
+        raise ValueError(f"the wider model has no place for {dropped[:3]}")
     query_scale = math.sqrt(wc.generator.motion_channels / sc.generator.motion_channels)
     new_sd: dict[str, Tensor] = {}
     copied = widened = 0
