@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "AvfrConfig": "model",
     "AvfrModel": "model",
     "CONFIGS": "model",
+    "SPEECH_PREFIXES": "model",
     "WEIGHTS_FORMAT": "model",
     "file_sha256": "model",
     "load_weights": "model",

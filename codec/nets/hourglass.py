@@ -15,6 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def hourglass_widths(block_expansion: int, num_blocks: int, max_features: int) -> list[int]:
+    """Channels out of each encoder block of an :class:`Hourglass` (the decoder mirrors them)."""
+    return [min(max_features, block_expansion * 2 ** (i + 1)) for i in range(num_blocks)]
+
+
 class DownBlock(nn.Module):
     """conv3x3 -> BatchNorm -> ReLU -> 2x2 average pool: (B, cin, H, W) -> (B, cout, H/2, W/2)."""
 
@@ -49,7 +54,7 @@ class Hourglass(nn.Module):
 
     def __init__(self, in_channels: int, block_expansion: int, num_blocks: int, max_features: int) -> None:
         super().__init__()
-        widths = [min(max_features, block_expansion * 2 ** (i + 1)) for i in range(num_blocks)]
+        widths = hourglass_widths(block_expansion, num_blocks, max_features)
         downs = []
         for i in range(num_blocks):
             downs.append(DownBlock(in_channels if i == 0 else widths[i - 1], widths[i]))

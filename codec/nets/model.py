@@ -178,6 +178,10 @@ def _paper_config() -> AvfrConfig:
 CONFIGS: dict[str, AvfrConfig] = {"small": _small_config(), "wide": _wide_config(), "paper": _paper_config()}
 
 
+# state-dict prefixes of AvfrModel's speech branch (the modules absent with use_audio=False)
+SPEECH_PREFIXES: tuple[str, ...] = ("audio_encoder.", "attention_encoder.")
+
+
 class AvfrModel(nn.Module):
     """AVFR-GAN generator M_Gen: (source, driving, mel) -> generated frame + keypoints.
 

@@ -230,9 +230,6 @@ def check_compatible(saved: Mapping[str, Any], cfg: TrainConfig, keys: tuple[str
                              f"{getattr(cfg, key)!r}")
 
 
-_AUDIO_MODULES = ("audio_encoder.", "attention_encoder.")  # AvfrModel's speech branch (absent with use_audio=False)
-
-
 def init_weights(path: Path, cfg: TrainConfig, model: nn.Module, disc: nn.Module) -> None:
     """Start a run from another run's weights (optimisers and step start fresh): a training checkpoint gives
     the generator and the discriminator, a :func:`avfr.codec.nets.model.save_weights` file (e.g. the shipped
@@ -242,13 +239,15 @@ def init_weights(path: Path, cfg: TrainConfig, model: nn.Module, disc: nn.Module
         ValueError: the file is neither, or holds another model config or ablation (but a ``--no-audio`` run
             may start from a model with speech: its speech branch is dropped).
     """
+    from avfr.codec.nets import SPEECH_PREFIXES
+
     model_state, disc_state, settings, what = _read_init(path)
     # the speech ablation from a trained model: a --no-audio run may start from one with speech, whose audio
     # and attention encoders are dropped (the rest starts where the full arm does)
     drop_audio = settings["use_audio"] and not cfg.use_audio
     if drop_audio:
         settings = {**settings, "use_audio": False}
-        model_state = {k: v for k, v in model_state.items() if not k.startswith(_AUDIO_MODULES)}
+        model_state = {k: v for k, v in model_state.items() if not k.startswith(SPEECH_PREFIXES)}
         log.info("--init %s: a --no-audio run, the audio and attention encoders are dropped", path)
     check_compatible(settings, cfg, ("config", "use_audio", "use_priors"), f"--init {path}")
     # a run with --hold-kp / --audio-mouth may start from one without: the new layers keep their init

@@ -32,7 +32,9 @@ def build_networks(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
 
 def _audio_branch(name: str) -> bool:
     """Whether a generator parameter belongs to the audio branch (``TrainConfig.audio_lr_mult``)."""
-    return name.startswith(("audio_encoder.", "attention_encoder.")) or ".hold_" in name
+    from avfr.codec.nets import SPEECH_PREFIXES
+
+    return name.startswith(SPEECH_PREFIXES) or ".hold_" in name
 
 
 def build_losses(model: nn.Module, disc: nn.Module, mouth_l1: float = 0.0, equivariance: bool = True,

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from avfr.codec.nets.hourglass import hourglass_widths
+
 __all__ = ["WidenedWeights", "widen_model", "widen_weights"]
 
 Segments = list[int]  # channels of each part of a concatenated channel axis, in order
@@ -44,10 +46,6 @@ class WidenedWeights:
     new_blocks: int  # SPADE residual blocks that start as the identity
 
 
-def _hourglass_widths(dense) -> list[int]:
-    return [min(dense.max_features, dense.block_expansion * 2 ** (i + 1)) for i in range(dense.num_blocks)]
-
-
 def _input_segments(small_cfg, wide_cfg) -> dict[str, tuple[Segments, Segments]]:
     """Module name -> (segments of its input channels in small, in wide) for every layer reading a concat."""
     sg, wg = small_cfg.generator, wide_cfg.generator
@@ -61,7 +59,7 @@ def _input_segments(small_cfg, wide_cfg) -> dict[str, tuple[Segments, Segments]]
                                  [wg.dec_channels[2], wg.enc_channels[0], 3, 1]),
     }
     sd, wd = small_cfg.dense, wide_cfg.dense
-    sw, ww = _hourglass_widths(sd), _hourglass_widths(wd)
+    sw, ww = (hourglass_widths(c.block_expansion, c.num_blocks, c.max_features) for c in (sd, wd))
     n = sd.num_blocks
     for j in range(1, n):  # up block j reads [up block j-1's output, the skip of level n-1-j]: both of width w[i]
         i = n - 1 - j
@@ -151,10 +149,10 @@ def widen_model(small, wide) -> tuple[int, int, int]:
         if old.dim() >= 2:
             if module in concat:
                 in_idx = _index_map(*concat[module])
+                if len(in_idx) != old.shape[1]:
+                    raise ValueError(f"{name}: input parts {concat[module]} do not match {tuple(old.shape)}")
             else:
                 in_idx = torch.arange(old.shape[1])
-            if len(in_idx) != old.shape[1]:
-                raise ValueError(f"{name}: input parts {concat[module]} do not match {tuple(old.shape)}")
         value = _embed(old, new, out_idx, in_idx)
         if module == "attention_encoder.project":
             value[: old.shape[0]] *= query_scale  # Enc_attn divides by sqrt(c)
